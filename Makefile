@@ -1,0 +1,30 @@
+# Two commands do everything (see README.md):
+#   make demo   set up .venv, execute every notebook (smoke profile) into build/, print results
+#   make test   set up .venv, run the test suite (library tests + every notebook under nbmake)
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+PYTEST_WORKERS ?= 2
+
+.PHONY: setup demo test sync-notebooks clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $@
+
+demo: setup
+	$(BIN)/python tools/run_notebooks.py --out build/notebooks
+
+test: setup
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) tests notebooks --nbmake
+
+# Regenerate every .ipynb from its py:percent source (outputs stripped).
+sync-notebooks: setup
+	$(BIN)/jupytext --sync notebooks/[0-9]*.py
+
+clean:
+	rm -rf build .pytest_cache
