@@ -1,0 +1,65 @@
+"""What the notebooks need to know about where they run: profile, device, versions, seeds.
+
+Each notebook's ``parameters`` cell calls :func:`choose_profile`: the ``SUPCON_PROFILE``
+environment variable (``smoke``, ``cpu`` or ``full``) when set, else ``full`` when a GPU (or TPU)
+is visible and ``smoke`` otherwise. Tests set ``SUPCON_PROFILE=smoke``; Colab readers change nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+
+PROFILES = ("smoke", "cpu", "full")
+
+#: What each profile costs, quoted in every notebook's header.
+PROFILE_DESCRIPTIONS = {
+    "smoke": "offline: scikit-learn's digits at 32x32, a small ResNet, a few epochs (seconds on a CPU)",
+    "cpu": "real CIFAR-10 subset (10,000 train / 2,000 test), small ResNet (about 15 minutes per method on 2 CPU cores)",
+    "full": "all of CIFAR-10, ResNet-18, the paper-style schedule (needs a GPU)",
+}
+
+
+def accelerator():
+    """``"gpu"``, ``"tpu"`` or ``"cpu"``, for the active Keras backend."""
+    from supcon_lib import training
+
+    return training._accelerator()[0]
+
+
+def choose_profile(default=None):
+    """The profile to run: $SUPCON_PROFILE, else ``default``, else full on a GPU/TPU, smoke otherwise."""
+    profile = os.environ.get("SUPCON_PROFILE") or default
+    if profile is None:
+        profile = "full" if accelerator() in ("gpu", "tpu") else "smoke"
+    if profile not in PROFILES:
+        raise ValueError(f"SUPCON_PROFILE must be one of {list(PROFILES)}, found {profile!r}")
+    return profile
+
+
+def describe():
+    """One line per library version and the device, for the top of a notebook."""
+    import keras
+    import matplotlib
+    import numpy
+    import sklearn
+
+    lines = [
+        f"python {platform.python_version()} on {sys.platform}",
+        f"keras {keras.__version__} (backend: {keras.backend.backend()})",
+    ]
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        lines.append(f"tensorflow {tf.__version__}")
+    lines += [f"numpy {numpy.__version__}, scikit-learn {sklearn.__version__}, matplotlib {matplotlib.__version__}",
+              f"device: {accelerator()}"]
+    return "\n".join(lines)
+
+
+def seed_everything(seed=0):
+    """Seed Python, NumPy and the Keras backend."""
+    import keras
+
+    keras.utils.set_random_seed(seed)

@@ -1,0 +1,683 @@
+"""The two training recipes, with checkpoint/resume, device placement and precision choices.
+
+* **Cross-entropy baseline** (:func:`train_ce`): encoder + classifier trained end to end with the
+  baseline augmentation (pad-4 crop, flip) and softmax cross-entropy.
+* **SupCon, two phases** (:func:`train_supcon`): phase 1 trains encoder + projection head on
+  ``views`` augmented views of every image with ``SupConLoss``; phase 2 freezes the encoder and
+  trains a classifier on its features (the linear probe by default, the original example's
+  dropout MLP as an option). Phase 2 runs on features computed once from the un-augmented
+  training images, which makes the probe tens of times cheaper than re-encoding augmented images
+  every epoch (the paper's linear evaluation augments; on a frozen encoder the difference is small).
+
+Both recipes share one run folder layout (``RUN_DIR``)::
+
+    config.json          the settings of the run (a restart must use the same ones)
+    checkpoints/         <phase>.json (epochs done, history) + the matching .npz of variables
+    encoder.weights.h5   the trained encoder, for evaluation and the embedding notebook
+    metrics.json         written last, atomically: accuracies, times, history
+
+A run interrupted at any point continues, when started again with the same ``RUN_DIR``, from its
+last completed epoch: every epoch is checkpointed (model *and* optimizer state, including the
+augmentation's random-number state) and each epoch's data order depends only on (seed, epoch),
+so a resumed run retraces an uninterrupted one.
+
+Defaults: SGD with momentum 0.9, linear warm-up then cosine decay, decoupled weight decay (not on
+biases or batch-norm parameters), learning rate scaled linearly with the batch size. The original
+example's recipe (Adam 1e-3, constant) is ``optimizer="adam"``. Mixed precision and XLA are
+chosen per device (:func:`select_precision`, :func:`select_jit`), and :func:`select_strategy`
+picks ``tf.distribute`` for several GPUs or a TPU; ``batch_size`` is always the global batch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+from keras import ops
+
+from supcon_lib import augment, data, evaluation, losses, models, paths
+
+METHODS = ("ce", "supcon")
+PROFILES = ("smoke", "cpu", "full")
+OPTIMIZERS = ("sgd", "adam")
+LOSSES = ("supcon", "simclr", "npairs")
+
+# Per profile, then per method. Explicit settings override these.
+_PROFILE_SETTINGS = {
+    # Offline, seconds: the digits that ship with scikit-learn, a small ResNet, a few epochs.
+    # (Short runs need a higher rate than the linear scaling rule gives a batch of 64.)
+    "smoke": {
+        "common": dict(dataset="digits", encoder="resnet_small", batch_size=64, train_size=600, test_size=None,
+                       learning_rate=0.2),
+        "ce": dict(epochs=5),
+        "supcon": dict(epochs=5, probe_epochs=30),
+    },
+    # Real CIFAR-10 images on 2 CPU cores in about 15 minutes per method.
+    "cpu": {
+        "common": dict(dataset="cifar10", encoder="resnet_small", batch_size=256, train_size=10_000, test_size=2_000),
+        "ce": dict(epochs=15),
+        "supcon": dict(epochs=8, probe_epochs=30),
+    },
+    # The GPU recipe on all of CIFAR-10.
+    "full": {
+        "common": dict(dataset="cifar10", encoder="resnet18", batch_size=512, train_size=None, test_size=None),
+        "ce": dict(epochs=200),
+        "supcon": dict(epochs=500, probe_epochs=50),
+    },
+}
+
+# Learning rate per 256 images of batch (scaled linearly), per optimizer and method.
+_BASE_LEARNING_RATE = {("sgd", "ce"): 0.1, ("sgd", "supcon"): 0.125, ("adam", "ce"): 1e-3, ("adam", "supcon"): 1e-3}
+_WEIGHT_DECAY = {"ce": 5e-4, "supcon": 1e-4}
+
+
+@dataclasses.dataclass
+class RunConfig:
+    """Every setting of a run. Build one with :meth:`from_profile`; ``None`` means "default"."""
+
+    method: str = "supcon"
+    profile: str = "smoke"
+    dataset: str = "digits"
+    data_dir: str | None = None
+    train_size: int | None = None
+    test_size: int | None = None
+    encoder: str = "resnet_small"
+    epochs: int = 3
+    probe_epochs: int = 20
+    batch_size: int = 128
+    temperature: float = 0.1
+    views: int = 2
+    seed: int = 0
+    loss: str = "supcon"
+    formulation: str = "out"
+    augmentation: str | None = None  # default: "baseline" for ce, "supcon" for supcon
+    projection_head: str = "mlp"
+    projection_dim: int = 128
+    classifier_head: str = "linear"
+    optimizer: str = "sgd"
+    learning_rate: float | None = None
+    weight_decay: float | None = None
+    warmup_epochs: float | None = None
+    probe_learning_rate: float = 1e-2
+    precision: str = "auto"
+    jit_compile: str = "auto"
+    strategy: str = "auto"
+    knn_k: int = 20
+    verbose: int | str = "auto"
+
+    @classmethod
+    def from_profile(cls, profile="smoke", method="supcon", **overrides):
+        """The profile's settings for ``method``, with ``overrides`` (``None`` values ignored)."""
+        if profile not in _PROFILE_SETTINGS:
+            raise ValueError(f"unknown profile {profile!r}; expected one of {list(PROFILES)}")
+        if method not in METHODS:
+            raise ValueError(f"unknown method {method!r}; expected one of {list(METHODS)}")
+        settings = {**_PROFILE_SETTINGS[profile]["common"], **_PROFILE_SETTINGS[profile][method]}
+        unknown = set(overrides) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown settings: {sorted(unknown)}")
+        settings.update({k: v for k, v in overrides.items() if v is not None})
+        if profile == "cpu" and settings.get("dataset") == "cifar10" and settings.get("data_dir") is None \
+                and not os.environ.get(data.CIFAR10_ENV_VAR):
+            # In a development checkout the 12,000-image subset next to it is the cpu profile's data.
+            shared = paths.shared_cifar10_dir()
+            settings["data_dir"] = str(shared) if shared is not None else None
+        config = cls(method=method, profile=profile, **settings)
+        config.validate()
+        return config
+
+    # -- derived values --------------------------------------------------------------------
+    @property
+    def augmentation_kind(self):
+        return self.augmentation or ("baseline" if self.method == "ce" else "supcon")
+
+    @property
+    def base_learning_rate(self):
+        if self.learning_rate is not None:
+            return self.learning_rate
+        base = _BASE_LEARNING_RATE[(self.optimizer, self.method)]
+        return base * self.batch_size / 256 if self.optimizer == "sgd" else base
+
+    @property
+    def decay(self):
+        if self.weight_decay is not None:
+            return self.weight_decay
+        return _WEIGHT_DECAY[self.method] if self.optimizer == "sgd" else 0.0
+
+    def validate(self):
+        """Raise ValueError naming the first setting that is out of range."""
+        def need(condition, message):
+            if not condition:
+                raise ValueError(message)
+
+        need(self.method in METHODS, f"method must be one of {list(METHODS)}, found {self.method!r}")
+        need(self.dataset in ("cifar10", "digits"), f"dataset must be 'cifar10' or 'digits', found {self.dataset!r}")
+        need(self.encoder in models.ENCODERS, f"encoder must be one of {list(models.ENCODERS)}, found {self.encoder!r}")
+        for name in ("epochs", "batch_size", "views", "projection_dim", "knn_k"):
+            value = getattr(self, name)
+            need(isinstance(value, int) and not isinstance(value, bool) and value >= 1,
+                 f"{name} must be a positive integer, found {value!r}")
+        need(isinstance(self.probe_epochs, int) and self.probe_epochs >= 1,
+             f"probe_epochs must be a positive integer, found {self.probe_epochs!r}")
+        for name in ("train_size", "test_size"):
+            value = getattr(self, name)
+            need(value is None or (isinstance(value, int) and value >= 10),
+                 f"{name} must be an integer >= 10 (one image per class at least), found {value!r}")
+        need(isinstance(self.seed, int) and self.seed >= 0, f"seed must be a non-negative integer, found {self.seed!r}")
+        need(self.temperature > 0, f"temperature must be > 0, found {self.temperature}")
+        need(self.loss in LOSSES, f"loss must be one of {list(LOSSES)}, found {self.loss!r}")
+        need(self.loss != "npairs" or self.views == 1,
+             f"the npairs loss of the original example uses one view per image; found views={self.views}")
+        need(self.augmentation_kind in augment.PIPELINES,
+             f"augmentation must be one of {sorted(augment.PIPELINES)}, found {self.augmentation!r}")
+        need(self.projection_head in models.PROJECTION_HEADS,
+             f"projection_head must be one of {list(models.PROJECTION_HEADS)}, found {self.projection_head!r}")
+        need(self.classifier_head in models.CLASSIFIER_HEADS,
+             f"classifier_head must be one of {list(models.CLASSIFIER_HEADS)}, found {self.classifier_head!r}")
+        need(self.optimizer in OPTIMIZERS, f"optimizer must be one of {list(OPTIMIZERS)}, found {self.optimizer!r}")
+        need(self.learning_rate is None or self.learning_rate > 0, f"learning_rate must be > 0, found {self.learning_rate}")
+        need(self.precision in ("auto", "float32", "mixed_float16", "mixed_bfloat16"),
+             f"precision must be auto, float32, mixed_float16 or mixed_bfloat16, found {self.precision!r}")
+        need(self.jit_compile in ("auto", "on", "off"), f"jit_compile must be auto, on or off, found {self.jit_compile!r}")
+        need(self.strategy in ("auto", "default", "mirrored", "tpu"),
+             f"strategy must be auto, default, mirrored or tpu, found {self.strategy!r}")
+        return self
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+
+# ------------------------------------------------------------------------------------------------
+# Device choices (the only TensorFlow-specific code besides the input pipeline)
+# ------------------------------------------------------------------------------------------------
+def _accelerator():
+    """("tpu" | "gpu" | "cpu", [compute capabilities of visible GPUs])."""
+
+    if keras.backend.backend() == "jax":
+        import jax
+
+        platform = jax.devices()[0].platform
+        if platform == "gpu":
+            capabilities = [float(getattr(d, "compute_capability", "0") or 0) for d in jax.devices()]
+            return "gpu", capabilities
+        return platform, []
+    import tensorflow as tf
+
+    if tf.config.list_logical_devices("TPU"):
+        return "tpu", []
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        capabilities = []
+        for gpu in gpus:
+            major_minor = tf.config.experimental.get_device_details(gpu).get("compute_capability", (0, 0))
+            capabilities.append(major_minor[0] + major_minor[1] / 10)
+        return "gpu", capabilities
+    return "cpu", []
+
+
+def select_precision(requested="auto"):
+    """Keras dtype policy: bfloat16 on A100/H100-class GPUs (compute capability >= 8) and TPUs,
+    float16 on T4/V100-class GPUs (7.x), float32 on CPUs, where reduced precision only slows."""
+    if requested != "auto":
+        return requested
+    kind, capabilities = _accelerator()
+    if kind == "tpu":
+        return "mixed_bfloat16"
+    if kind == "gpu" and capabilities:
+        return "mixed_bfloat16" if min(capabilities) >= 8 else "mixed_float16" if min(capabilities) >= 7 else "float32"
+    return "float32"
+
+
+def select_jit(requested="auto"):
+    """XLA on accelerators; off on CPUs, where it measured about 2x slower on 2 cores."""
+    if requested != "auto":
+        return requested == "on"
+    return _accelerator()[0] in ("gpu", "tpu")
+
+
+def select_strategy(requested="auto"):
+    """``tf.distribute`` strategy: TPUStrategy on a Colab TPU, MirroredStrategy on several GPUs,
+    the default (one device) otherwise. Other Keras backends get ``None`` (no strategy scope)."""
+
+    if keras.backend.backend() != "tensorflow":
+        if requested in ("mirrored", "tpu"):
+            raise ValueError(f"strategy {requested!r} needs the TensorFlow backend")
+        return None
+    import tensorflow as tf
+
+    if requested == "tpu" or (requested == "auto" and os.environ.get("COLAB_TPU_ADDR")):
+        resolver = tf.distribute.cluster_resolver.TPUClusterResolver()
+        tf.config.experimental_connect_to_cluster(resolver)
+        tf.tpu.experimental.initialize_tpu_system(resolver)
+        return tf.distribute.TPUStrategy(resolver)
+    if requested == "mirrored" or (requested == "auto" and len(tf.config.list_logical_devices("GPU")) > 1):
+        return tf.distribute.MirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+class _Scope:
+    """``strategy.scope()`` when there is a strategy, a no-op otherwise."""
+
+    def __init__(self, strategy):
+        self.strategy = strategy
+
+    def __enter__(self):
+        self._scope = self.strategy.scope() if self.strategy is not None else None
+        return self._scope.__enter__() if self._scope is not None else None
+
+    def __exit__(self, *exc):
+        return self._scope.__exit__(*exc) if self._scope is not None else False
+
+
+# ------------------------------------------------------------------------------------------------
+# Input pipeline
+# ------------------------------------------------------------------------------------------------
+def epoch_order(num_items, seed, epoch):
+    """The shuffled order of one epoch: a function of (seed, epoch) only, so resumes retrace."""
+    return np.random.default_rng([seed, epoch]).permutation(num_items)
+
+
+def make_dataset(inputs, labels, batch_size, seed=0, epoch=0, shuffle=True):
+    """A ``tf.data`` pipeline over in-memory arrays, batched (full batches only when shuffling)."""
+    import tensorflow as tf
+
+    order = epoch_order(len(inputs), seed, epoch) if shuffle else np.arange(len(inputs))
+    batch_size = min(batch_size, len(inputs))
+    dataset = tf.data.Dataset.from_tensor_slices((inputs[order], labels[order]))
+    return dataset.batch(batch_size, drop_remainder=shuffle).prefetch(tf.data.AUTOTUNE)
+
+
+# ------------------------------------------------------------------------------------------------
+# Models
+# ------------------------------------------------------------------------------------------------
+def make_optimizer(config, steps_per_epoch, epochs, learning_rate=None, weight_decay=None, kind=None):
+    """SGD + momentum with warm-up and cosine decay (default), or constant-rate Adam."""
+
+    kind = kind or config.optimizer
+    learning_rate = learning_rate if learning_rate is not None else config.base_learning_rate
+    weight_decay = weight_decay if weight_decay is not None else config.decay
+    total_steps = max(1, steps_per_epoch * epochs)
+    if kind == "adam":
+        optimizer = keras.optimizers.Adam(learning_rate, weight_decay=weight_decay or None)
+    else:
+        warmup_epochs = config.warmup_epochs if config.warmup_epochs is not None else min(10, 0.1 * epochs)
+        warmup_steps = min(total_steps - 1, int(round(warmup_epochs * steps_per_epoch)))
+        schedule = keras.optimizers.schedules.CosineDecay(
+            initial_learning_rate=learning_rate / 10 if warmup_steps else learning_rate,
+            decay_steps=total_steps - warmup_steps,
+            warmup_target=learning_rate if warmup_steps else None,
+            warmup_steps=warmup_steps,
+        )
+        optimizer = keras.optimizers.SGD(schedule, momentum=0.9, weight_decay=weight_decay or None)
+    if weight_decay:
+        optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
+    return optimizer
+
+
+def _augmentation(config, train_images):
+    return augment.build_pipeline(config.augmentation_kind, train_images=train_images, seed=config.seed)
+
+
+class MergeViews(keras.layers.Layer):
+    """(B, V, ...) -> (B * V, ...): all views of a batch through the encoder in one pass."""
+
+    def call(self, views):
+        return ops.reshape(views, (-1, *views.shape[2:]))
+
+    def compute_output_shape(self, input_shape):
+        batch = None if input_shape[0] is None else input_shape[0] * input_shape[1]
+        return (batch, *input_shape[2:])
+
+
+class SplitViews(keras.layers.Layer):
+    """(B * V, D) -> (B, V, D), the inverse of :class:`MergeViews` for the projections."""
+
+    def __init__(self, num_views, **kwargs):
+        super().__init__(**kwargs)
+        self.num_views = int(num_views)
+
+    def call(self, projections):
+        return ops.reshape(projections, (-1, self.num_views, projections.shape[-1]))
+
+    def compute_output_shape(self, input_shape):
+        batch = None if input_shape[0] is None else input_shape[0] // self.num_views
+        return (batch, self.num_views, input_shape[-1])
+
+    def get_config(self):
+        return {**super().get_config(), "num_views": self.num_views}
+
+
+def build_ce_model(config, train_images, num_classes):
+    """images (uint8) -> augmentation -> encoder -> classifier logits; returns (model, encoder, pipeline)."""
+
+    pipeline = _augmentation(config, train_images)
+    encoder = models.build_encoder(config.encoder, input_shape=train_images.shape[1:])
+    head = models.build_classifier_head(config.classifier_head, encoder.output_shape[-1], num_classes)
+    inputs = keras.Input(train_images.shape[1:], name="images")
+    logits = head(encoder(pipeline(inputs)))
+    logits = keras.layers.Activation("linear", dtype="float32", name="logits")(logits)
+    return keras.Model(inputs, logits, name="ce_classifier"), encoder, pipeline
+
+
+def build_supcon_model(config, train_images):
+    """images -> V views -> encoder -> projection head -> (B, V, projection_dim); returns
+    (model, encoder, pipeline). With ``views=1`` (npairs) the output is (B, projection_dim)."""
+    pipeline = _augmentation(config, train_images)
+    encoder = models.build_encoder(config.encoder, input_shape=train_images.shape[1:])
+    head = models.build_projection_head(config.projection_head, encoder.output_shape[-1], config.projection_dim)
+    image_shape = tuple(train_images.shape[1:])
+    inputs = keras.Input(image_shape, name="images")
+    views = augment.MultiView(pipeline, config.views, name="views")(inputs)  # (B, V, H, W, C)
+    flat = MergeViews(name="merge_views")(views)  # (B * V, H, W, C): one encoder pass for all views
+    projections = SplitViews(config.views, name="split_views")(head(encoder(flat)))  # (B, V, P)
+    if config.loss == "npairs":
+        projections = keras.layers.Reshape((config.projection_dim,), name="single_view")(projections)
+    projections = keras.layers.Activation("linear", dtype="float32", name="projections")(projections)
+    return keras.Model(inputs, projections, name="supcon_pretraining"), encoder, pipeline
+
+
+def _contrastive_loss(config):
+    if config.loss == "npairs":
+        return losses.NPairsLoss(config.temperature)
+    return losses.SupConLoss(config.temperature, config.formulation, use_labels=config.loss == "supcon")
+
+
+# ------------------------------------------------------------------------------------------------
+# Checkpointed epochs
+# ------------------------------------------------------------------------------------------------
+def _atomic_write_text(path, text):
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _write_json(path, value):
+    _atomic_write_text(path, json.dumps(value, indent=2, sort_keys=True, default=_json_default) + "\n")
+
+
+def _json_default(value):
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def _state_variables(model):
+    """Every variable a resume needs: weights, batch-norm statistics, RNG states, optimizer slots."""
+    return list(model.variables) + list(model.optimizer.variables)
+
+
+class EpochCheckpointer:
+    """Saves (variables, epochs done, history) after each epoch of one phase; restores them.
+
+    The ``.json`` file is the commit marker: it is replaced atomically after the ``.npz`` it
+    names has been written completely, so a kill at any moment leaves the last complete epoch.
+    """
+
+    def __init__(self, run_dir, phase):
+        self.folder = Path(run_dir) / "checkpoints"
+        self.phase = phase
+        self.marker = self.folder / f"{phase}.json"
+
+    def load(self, model):
+        """Restore the last completed epoch into ``model``; return (epochs_done, history)."""
+        if not self.marker.exists():
+            return 0, {}
+        state = json.loads(self.marker.read_text())
+        with np.load(self.folder / state["file"]) as arrays:
+            values = [arrays[f"v{i}"] for i in range(len(arrays.files))]
+        if not model.optimizer.built:
+            model.optimizer.build(model.trainable_variables)
+        variables = _state_variables(model)
+        if len(values) != len(variables):
+            raise ValueError(
+                f"{self.marker}: the checkpoint holds {len(values)} variables but the model has "
+                f"{len(variables)}; was the run started with other settings?"
+            )
+        for variable, value in zip(variables, values):
+            variable.assign(value)
+        return state["epochs_done"], state["history"]
+
+    def save(self, model, epochs_done, history):
+        self.folder.mkdir(parents=True, exist_ok=True)
+        name = f"{self.phase}-epoch{epochs_done:04d}.npz"
+        tmp = self.folder / f".{name}.tmp.npz"
+        arrays = {f"v{i}": np.asarray(v.numpy() if hasattr(v, "numpy") else v) for i, v in enumerate(_state_variables(model))}
+        np.savez(tmp, **arrays)
+        os.replace(tmp, self.folder / name)
+        previous = json.loads(self.marker.read_text())["file"] if self.marker.exists() else None
+        _write_json(self.marker, {"epochs_done": epochs_done, "history": history, "file": name})
+        if previous and previous != name:
+            (self.folder / previous).unlink(missing_ok=True)
+
+
+def fit_epochs(model, make_epoch_data, epochs, run_dir, phase, callbacks=(), verbose="auto"):
+    """Train ``model`` for ``epochs`` epochs, one checkpointed epoch at a time.
+
+    ``make_epoch_data(epoch)`` returns that epoch's dataset. Returns the history
+    ``{metric: [value per epoch]}`` of all epochs, resumed ones included.
+    """
+    checkpointer = EpochCheckpointer(run_dir, phase)
+    done, history = checkpointer.load(model)
+    if done:
+        print(f"[{phase}] resuming after epoch {done} of {epochs} from {checkpointer.marker}")
+    for epoch in range(done, epochs):
+        result = model.fit(make_epoch_data(epoch), initial_epoch=epoch, epochs=epoch + 1,
+                           callbacks=list(callbacks), verbose=verbose, shuffle=False)
+        for key, values in result.history.items():
+            history.setdefault(key, []).extend(float(v) for v in values)
+        checkpointer.save(model, epoch + 1, history)
+    return history
+
+
+# ------------------------------------------------------------------------------------------------
+# The recipes
+# ------------------------------------------------------------------------------------------------
+@dataclasses.dataclass
+class RunResult:
+    """What a run leaves behind: its metrics, and the trained parts for further use."""
+
+    metrics: dict
+    encoder: object
+    pipeline: object
+    classifier: object
+    run_dir: Path
+
+    def embed(self, images, batch_size=256):
+        """Encoder features of ``images`` (no augmentation: the pipeline at inference)."""
+        return evaluation.extract_embeddings(self.encoder, images, batch_size=batch_size,
+                                             preprocess=lambda x: self.pipeline(x, training=False))
+
+
+def _saved_settings(config):
+    return {k: v for k, v in config.to_dict().items() if k != "verbose"}
+
+
+def check_run_dir(run_dir, config):
+    """Raise ValueError if ``run_dir`` holds a run with other settings (resuming needs the same)."""
+    config_path = Path(run_dir) / "config.json"
+    if not config_path.exists():
+        return
+    try:
+        existing = json.loads(config_path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{config_path}: unreadable ({exc}); use another output folder") from None
+    existing.pop("verbose", None)
+    wanted = _saved_settings(config)
+    different = sorted(k for k in set(wanted) | set(existing) if wanted.get(k) != existing.get(k))
+    if different:
+        raise ValueError(
+            f"{run_dir} holds a run with other settings ({', '.join(different)}); "
+            "use another output folder, or the same settings to resume it"
+        )
+
+
+def _prepare_run_dir(run_dir, config):
+    run_dir = Path(run_dir)
+    check_run_dir(run_dir, config)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    _write_json(run_dir / "config.json", _saved_settings(config))
+    return run_dir
+
+
+def load_data(config):
+    """The train/test arrays and class names a config asks for."""
+    (x_train, y_train), (x_test, y_test) = data.load_dataset(
+        config.dataset, config.data_dir, config.train_size, config.test_size, seed=config.seed)
+    return (x_train, y_train), (x_test, y_test), data.class_names(config.dataset, config.data_dir)
+
+
+def _set_up(config):
+    keras.utils.set_random_seed(config.seed)
+    previous_policy = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(select_precision(config.precision))
+    return previous_policy
+
+
+def run(config, run_dir, callbacks=(), arrays=None):
+    """Run ``config`` (either method) into ``run_dir``; returns a :class:`RunResult`.
+
+    ``arrays`` may pass ``((x_train, y_train), (x_test, y_test), class_names)`` already loaded.
+    """
+
+    config.validate()
+    started = time.perf_counter()
+    (x_train, y_train), (x_test, y_test), class_names = arrays if arrays is not None else load_data(config)
+    run_dir = _prepare_run_dir(run_dir, config)
+    previous_policy = _set_up(config)
+    try:
+        strategy = select_strategy(config.strategy)
+        jit = select_jit(config.jit_compile)
+        num_classes = len(class_names)
+        steps = max(1, len(x_train) // min(config.batch_size, len(x_train)))
+        history = {}
+        with _Scope(strategy):
+            if config.method == "ce":
+                model, encoder, pipeline = build_ce_model(config, x_train, num_classes)
+                model.compile(optimizer=make_optimizer(config, steps, config.epochs),
+                              loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                              metrics=["accuracy"], jit_compile=jit)
+            else:
+                model, encoder, pipeline = build_supcon_model(config, x_train)
+                model.compile(optimizer=make_optimizer(config, steps, config.epochs),
+                              loss=_contrastive_loss(config), jit_compile=jit)
+        phase = "train" if config.method == "ce" else "pretrain"
+        history[phase] = fit_epochs(
+            model, lambda epoch: make_dataset(x_train, y_train, config.batch_size, config.seed, epoch),
+            config.epochs, run_dir, phase, callbacks, config.verbose)
+
+        # Replace batch norm's running averages by the statistics of the final weights.
+        recalibrate_batch_norm(encoder, x_train, pipeline, config.batch_size)
+
+        def embed(images):
+            return evaluation.extract_embeddings(encoder, images, preprocess=lambda x: pipeline(x, training=False))
+
+        train_embeddings, test_embeddings = embed(x_train), embed(x_test)
+        if config.method == "ce":
+            classifier = keras.Model(model.inputs, model.outputs, name="ce_classifier")
+            test_logits = model.predict(x_test, batch_size=256, verbose=0)
+        else:
+            classifier, history["probe"] = _train_probe(
+                config, train_embeddings, y_train, num_classes, run_dir, strategy, callbacks)
+            test_logits = classifier.predict(test_embeddings, batch_size=1024, verbose=0)
+        test_predictions = np.argmax(test_logits, axis=1)
+        encoder.save_weights(run_dir / "encoder.weights.h5")
+        metrics = {
+            "method": config.method, "dataset": config.dataset, "encoder": config.encoder,
+            "profile": config.profile, "loss": config.loss if config.method == "supcon" else "cross_entropy",
+            "train_size": int(len(x_train)), "test_size": int(len(x_test)),
+            "epochs": config.epochs, "probe_epochs": config.probe_epochs if config.method == "supcon" else None,
+            "batch_size": config.batch_size, "views": config.views if config.method == "supcon" else 1,
+            "temperature": config.temperature if config.method == "supcon" else None,
+            "seed": config.seed,
+            "test_accuracy": float(evaluation.accuracy(y_test, test_predictions)),
+            "knn_accuracy": float(evaluation.knn_accuracy(
+                train_embeddings, y_train, test_embeddings, y_test, k=min(config.knn_k, len(x_train)))),
+            "train_seconds": time.perf_counter() - started,
+            "precision": keras.config.dtype_policy().name, "jit_compile": jit,
+            "replicas": int(getattr(strategy, "num_replicas_in_sync", 1)) if strategy is not None else 1,
+            "backend": keras.backend.backend(),
+            "history": history,
+            "class_names": list(class_names),
+        }
+        _write_json(run_dir / "metrics.json", metrics)
+        return RunResult(metrics, encoder, pipeline, classifier, run_dir)
+    finally:
+        keras.config.set_dtype_policy(previous_policy)
+
+
+def recalibrate_batch_norm(encoder, images, pipeline, batch_size=256, max_images=10_000):
+    """Set every batch-norm layer's moving mean and variance to the average of its batch
+    statistics over (up to ``max_images``) un-augmented training images ("precise BN").
+
+    During training the moving averages trail the weights (momentum 0.9: about the last ten
+    steps); in short runs the weights change faster than that and inference accuracy suffers.
+    One forward pass with the final weights removes the lag; on long runs it changes little.
+    """
+    norms = [layer for layer in _all_layers(encoder) if isinstance(layer, keras.layers.BatchNormalization)]
+    if not norms:
+        return
+    momenta = [layer.momentum for layer in norms]
+    batch_size = min(batch_size, len(images), max_images)
+    try:
+        for step, start in enumerate(range(0, min(len(images), max_images) - batch_size + 1, batch_size)):
+            for layer in norms:  # a running mean of the per-batch statistics: weight 1/(step+1)
+                layer.momentum = step / (step + 1)
+            encoder(pipeline(images[start:start + batch_size], training=False), training=True)
+    finally:
+        for layer, momentum in zip(norms, momenta):
+            layer.momentum = momentum
+
+
+def _all_layers(model):
+    for layer in model.layers:
+        yield layer
+        if hasattr(layer, "layers"):
+            yield from _all_layers(layer)
+
+
+def _train_probe(config, train_embeddings, train_labels, num_classes, run_dir, strategy, callbacks):
+    """Phase 2: a classifier on frozen-encoder features, checkpointed per epoch."""
+
+    batch_size = int(np.clip(len(train_embeddings) // 8, 16, 256))  # at least 8 steps an epoch
+    steps = max(1, len(train_embeddings) // batch_size)
+    with _Scope(strategy):
+        classifier = models.build_classifier_head(config.classifier_head, train_embeddings.shape[1], num_classes)
+        schedule = keras.optimizers.schedules.CosineDecay(config.probe_learning_rate, steps * config.probe_epochs)
+        classifier.compile(optimizer=keras.optimizers.Adam(schedule),
+                           loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                           metrics=["accuracy"])
+    history = fit_epochs(
+        classifier,
+        lambda epoch: make_dataset(train_embeddings, train_labels, batch_size, config.seed + 1, epoch),
+        config.probe_epochs, run_dir, "probe", callbacks, 0 if config.verbose == "auto" else config.verbose)
+    return classifier, history
+
+
+def train_ce(run_dir, profile="smoke", **settings):
+    """The cross-entropy baseline: ``run(RunConfig.from_profile(profile, "ce", **settings))``."""
+    return run(RunConfig.from_profile(profile, "ce", **settings), run_dir)
+
+
+def train_supcon(run_dir, profile="smoke", **settings):
+    """Two-phase SupCon: ``run(RunConfig.from_profile(profile, "supcon", **settings))``."""
+    return run(RunConfig.from_profile(profile, "supcon", **settings), run_dir)
+
+
+def load_encoder(run_dir):
+    """Rebuild a finished run's encoder and pipeline (inference) from ``run_dir``."""
+    run_dir = Path(run_dir)
+    config = RunConfig(**json.loads((run_dir / "config.json").read_text()))
+    (x_train, _), _, _ = load_data(config)
+    pipeline = _augmentation(config, x_train)
+    encoder = models.build_encoder(config.encoder, input_shape=x_train.shape[1:])
+    encoder.load_weights(run_dir / "encoder.weights.h5")
+    return encoder, pipeline, config

@@ -1,0 +1,94 @@
+"""supcon_lib.losses under tf.distribute.MirroredStrategy over two logical CPU devices.
+
+The logical devices must be configured before TensorFlow initialises its devices, which the
+test process has long done, so the checks run in a fresh interpreter
+(tests/losses_distributed_worker.py) started once for the module; it prints its measurements
+as JSON and these tests judge them.
+
+Convention under test: each replica returns (sum of its LOCAL anchors' terms) / (GLOBAL number
+of anchors with a positive), contrasting against the all-gathered global batch. Hence
+* the sum of the per-replica losses equals the single-device loss of the global batch;
+* the per-replica gradients w.r.t. each replica's embeddings, concatenated, equal the
+  single-device gradient; the summed gradients w.r.t. a shared variable equal it too;
+* Keras' compiled fit (which sums replica gradients) reports the global loss and takes
+  exactly the single-device SGD step.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+WORKER = Path(__file__).with_name("losses_distributed_worker.py")
+REPO_ROOT = WORKER.parent.parent
+TOLERANCE = 1e-5
+
+RAW_CASES = [
+    "out_v2",
+    "in_v3_uneven",
+    "simclr_v2_uneven",
+    "in_rank2_singletons_uneven",
+    "out_v1_no_positive",
+    "npairs_uneven",
+]
+FIT_CASES = ["out_v1_singletons"]
+
+
+@pytest.fixture(scope="module")
+def distributed_results() -> dict:
+    env = dict(os.environ, KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="2",
+               CUDA_VISIBLE_DEVICES="")
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
+    completed = subprocess.run(
+        [sys.executable, str(WORKER)], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
+        timeout=600,
+    )
+    assert completed.returncode == 0, (
+        f"worker failed with exit code {completed.returncode}\n"
+        f"stdout:\n{completed.stdout[-3000:]}\nstderr:\n{completed.stderr[-6000:]}"
+    )
+    last_line = completed.stdout.strip().splitlines()[-1]
+    return json.loads(last_line)
+
+
+def test_worker_ran_two_replicas_and_every_case(distributed_results):
+    assert distributed_results["num_replicas"] == 2
+    assert sorted(distributed_results["raw"]) == sorted(RAW_CASES)
+    assert sorted(distributed_results["fit"]) == sorted(FIT_CASES)
+
+
+@pytest.mark.parametrize("case", RAW_CASES)
+def test_sum_of_replica_losses_equals_global_loss(distributed_results, case):
+    result = distributed_results["raw"][case]
+    assert len(result["replica_losses"]) == 2
+    assert result["loss_diff"] <= TOLERANCE, result
+    if case == "out_v1_no_positive":
+        assert result["single_loss"] == 0.0 and result["replica_losses"] == [0.0, 0.0]
+    else:
+        # Each replica returns a share, not the whole (a mean-convention bug would double it).
+        assert result["single_loss"] > 0.5
+        assert all(0 < value < result["single_loss"] for value in result["replica_losses"])
+
+
+@pytest.mark.parametrize("case", RAW_CASES)
+def test_replica_gradients_equal_single_device_gradients(distributed_results, case):
+    result = distributed_results["raw"][case]
+    assert result["embedding_grad_diff"] <= TOLERANCE, result
+    assert result["projection_grad_diff"] <= TOLERANCE, result
+    if case == "out_v1_no_positive":
+        assert result["single_grad_norm"] == 0.0
+    else:
+        assert result["single_grad_norm"] > 1e-2  # The comparison is not between zeros.
+
+
+@pytest.mark.parametrize("case", FIT_CASES)
+def test_compiled_fit_matches_single_device_step(distributed_results, case):
+    result = distributed_results["fit"][case]
+    assert result["fit_loss_diff"] <= TOLERANCE, result
+    assert result["weights_diff"] <= TOLERANCE, result
+    assert result["weights_change"] > 1e-2  # The step really moved the weights.

@@ -1,0 +1,58 @@
+"""The notebooks: every py:percent source has an .ipynb twin with the same cells, stripped of
+outputs, and every notebook follows the collection's conventions. (nbmake executes them.)"""
+
+import re
+from pathlib import Path
+
+import jupytext
+import pytest
+
+from supcon_lib import paths
+
+NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+SOURCES = sorted(NOTEBOOKS.glob("[0-9][0-9]_*.py"))
+
+
+def cells(notebook):
+    return [(cell.cell_type, cell.source.strip(), tuple(cell.metadata.get("tags", ()))) for cell in notebook.cells]
+
+
+def test_there_are_notebooks():
+    assert len(SOURCES) >= 2
+
+
+@pytest.mark.parametrize("source", SOURCES, ids=lambda p: p.stem)
+def test_ipynb_twin_matches_its_source(source):
+    twin = source.with_suffix(".ipynb")
+    assert twin.exists(), f"{twin.name} is missing: run `make sync-notebooks`"
+    assert cells(jupytext.read(twin)) == cells(jupytext.read(source)), (
+        f"{twin.name} has drifted from {source.name}: run `make sync-notebooks`")
+    for cell in jupytext.read(twin, fmt="ipynb").cells:
+        if cell.cell_type == "code":
+            assert cell.get("outputs", []) == [] and cell.get("execution_count") is None, (
+                f"{twin.name} carries outputs; commit it stripped")
+
+
+@pytest.mark.parametrize("source", SOURCES, ids=lambda p: p.stem)
+def test_conventions(source):
+    notebook = jupytext.read(source)
+    first = notebook.cells[0].source
+    assert first.startswith("# "), "opens with a title"
+    badge = f"https://colab.research.google.com/github/{paths.REPOSITORY}/blob/main/notebooks/{source.stem}.ipynb"
+    assert badge in first, "Open-in-Colab badge points at this notebook in the one repository"
+    for heading in ("In this notebook we will", "Prerequisites", "Run time"):
+        assert heading in first
+    code = "\n".join(cell.source for cell in notebook.cells if cell.cell_type == "code")
+    assert f'REPOSITORY = "{paths.REPOSITORY}"' in code
+    assert "google.colab" in code
+    tagged = [cell for cell in notebook.cells if "parameters" in cell.metadata.get("tags", ())]
+    assert len(tagged) == 1 and "runtime.choose_profile()" in tagged[0].source
+    last = notebook.cells[-1].source
+    for heading in ("## Summary", "In this notebook we", "## Exercises"):
+        assert heading in last
+    assert "../" not in code, "paths come from supcon_lib.paths, never relative to the notebook"
+    number = int(source.stem[:2])
+    following = sorted(s.stem for s in SOURCES if int(s.stem[:2]) == number + 1)
+    if following:
+        assert f"({following[0]}.ipynb)" in last, "links the next notebook"
+    assert re.fullmatch(r"\d\d_[a-z0-9_]+", source.stem)

@@ -1,0 +1,195 @@
+"""supcon_lib.training: both recipes learn, resume is exact, settings are checked."""
+
+import json
+
+import keras
+import numpy as np
+import pytest
+
+from supcon_lib import data, training
+
+# A tiny, fixed slice of the offline digits: big enough to learn, small enough for seconds.
+TINY = dict(train_size=300, test_size=100, batch_size=50, encoder="resnet_small", seed=0, verbose=0)
+
+
+@pytest.fixture(scope="module")
+def digits_arrays():
+    config = training.RunConfig.from_profile("smoke", "ce", **TINY)
+    return training.load_data(config)
+
+
+def test_cross_entropy_baseline_learns(tmp_path, digits_arrays):
+    config = training.RunConfig.from_profile("smoke", "ce", epochs=6, **TINY)
+    result = training.run(config, tmp_path / "ce", arrays=digits_arrays)
+    metrics = result.metrics
+    assert metrics["method"] == "ce" and metrics["epochs"] == 6
+    assert len(metrics["history"]["train"]["loss"]) == 6
+    assert metrics["history"]["train"]["loss"][-1] < metrics["history"]["train"]["loss"][0]
+    assert metrics["test_accuracy"] > 0.5  # chance is 0.1
+    assert metrics["knn_accuracy"] > 0.5
+    on_disk = json.loads((tmp_path / "ce" / "metrics.json").read_text())
+    for key in ("method", "dataset", "encoder", "train_size", "test_size", "epochs", "test_accuracy",
+                "knn_accuracy", "train_seconds", "history"):
+        assert key in on_disk
+    assert on_disk["test_accuracy"] == metrics["test_accuracy"]
+    assert not list((tmp_path / "ce").rglob("*.tmp*"))  # atomic writes leave no temporaries
+
+
+def test_supcon_two_phase_learns(tmp_path, digits_arrays):
+    config = training.RunConfig.from_profile("smoke", "supcon", epochs=4, probe_epochs=30, **TINY)
+    result = training.run(config, tmp_path / "supcon", arrays=digits_arrays)
+    metrics = result.metrics
+    pretrain = metrics["history"]["pretrain"]["loss"]
+    assert len(pretrain) == 4 and pretrain[-1] < pretrain[0]
+    assert len(metrics["history"]["probe"]["loss"]) == 30
+    assert metrics["test_accuracy"] > 0.5 and metrics["knn_accuracy"] > 0.5
+    # The encoder is frozen in phase 2: its saved weights reproduce the embeddings.
+    encoder, pipeline, saved_config = training.load_encoder(tmp_path / "supcon")
+    assert saved_config.method == "supcon"
+    x_test = digits_arrays[1][0][:16]
+    reloaded = encoder(pipeline(x_test, training=False), training=False)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(reloaded), result.embed(x_test), atol=1e-4)
+
+
+class Interrupt(keras.callbacks.Callback):
+    """Simulates a kill (Colab disconnect) in the middle of the second epoch."""
+
+    def __init__(self):
+        super().__init__()
+        self.epoch = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.epoch == 1 and batch == 1:
+            raise KeyboardInterrupt("simulated disconnect")
+
+
+class EpochLog(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.epochs = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.epochs.append(epoch)
+
+
+@pytest.mark.parametrize("method", ["ce", "supcon"])
+def test_interrupted_run_resumes_to_the_same_weights(tmp_path, digits_arrays, method):
+    settings = dict(TINY, train_size=100, batch_size=25, epochs=3, probe_epochs=2)
+    config = training.RunConfig.from_profile("smoke", method, **settings)
+    reference = training.run(config, tmp_path / "uninterrupted", arrays=digits_arrays)
+
+    with pytest.raises(KeyboardInterrupt):
+        training.run(config, tmp_path / "resumed", callbacks=[Interrupt()], arrays=digits_arrays)
+    marker = json.loads((tmp_path / "resumed" / "checkpoints" / f"{'train' if method == 'ce' else 'pretrain'}.json").read_text())
+    assert marker["epochs_done"] == 1  # the interrupted second epoch was not recorded
+    assert not (tmp_path / "resumed" / "metrics.json").exists()
+
+    log = EpochLog()
+    resumed = training.run(config, tmp_path / "resumed", callbacks=[log], arrays=digits_arrays)
+    phase = "train" if method == "ce" else "pretrain"
+    expected_after_resume = [1, 2] + ([0, 1] if method == "supcon" else [])  # probe epochs too
+    assert log.epochs == expected_after_resume  # each remaining epoch once, none twice
+    assert len(resumed.metrics["history"][phase]["loss"]) == 3
+    np.testing.assert_allclose(resumed.metrics["history"][phase]["loss"],
+                               reference.metrics["history"][phase]["loss"], rtol=1e-4)
+    for got, want in zip(resumed.encoder.get_weights(), reference.encoder.get_weights()):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+    assert abs(resumed.metrics["test_accuracy"] - reference.metrics["test_accuracy"]) < 0.02
+
+
+def test_finished_run_started_again_trains_nothing(tmp_path, digits_arrays):
+    config = training.RunConfig.from_profile("smoke", "ce", **dict(TINY, train_size=100, epochs=1))
+    first = training.run(config, tmp_path / "run", arrays=digits_arrays)
+    log = EpochLog()
+    again = training.run(config, tmp_path / "run", callbacks=[log], arrays=digits_arrays)
+    assert log.epochs == []
+    assert again.metrics["history"] == first.metrics["history"]
+
+
+def test_other_settings_in_the_same_folder_are_refused(tmp_path, digits_arrays):
+    config = training.RunConfig.from_profile("smoke", "ce", **dict(TINY, train_size=100, epochs=1))
+    training.run(config, tmp_path / "run", arrays=digits_arrays)
+    before = (tmp_path / "run" / "config.json").read_text()
+    other = training.RunConfig.from_profile("smoke", "ce", **dict(TINY, train_size=100, epochs=2))
+    with pytest.raises(ValueError, match="other settings \\(epochs\\)"):
+        training.run(other, tmp_path / "run", arrays=digits_arrays)
+    assert (tmp_path / "run" / "config.json").read_text() == before
+
+
+def test_checkpoint_marker_is_the_commit_point(tmp_path):
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    model.compile(optimizer="sgd", loss="mse")
+    model.optimizer.build(model.trainable_variables)
+    saver = training.EpochCheckpointer(tmp_path, "phase")
+    saver.save(model, 1, {"loss": [1.0]})
+    saved = [v.numpy().copy() for v in model.variables]
+    # A kill after writing the next .npz but before the marker: the marker still names epoch 1.
+    for variable in model.variables:
+        variable.assign(variable.numpy() + 1)
+    np.savez(tmp_path / "checkpoints" / "phase-epoch0002.npz", v0=np.zeros(1))
+    done, history = saver.load(model)
+    assert done == 1 and history == {"loss": [1.0]}
+    for variable, value in zip(model.variables, saved):
+        np.testing.assert_array_equal(variable.numpy(), value)
+
+
+def test_epoch_order_depends_only_on_seed_and_epoch():
+    np.testing.assert_array_equal(training.epoch_order(50, 3, 7), training.epoch_order(50, 3, 7))
+    assert not np.array_equal(training.epoch_order(50, 3, 7), training.epoch_order(50, 3, 8))
+    assert sorted(training.epoch_order(50, 3, 7)) == list(range(50))
+
+
+def test_warmup_then_cosine_schedule():
+    config = training.RunConfig.from_profile("cpu", "supcon", batch_size=256, epochs=10)
+    optimizer = training.make_optimizer(config, steps_per_epoch=10, epochs=10)
+    schedule = optimizer._learning_rate
+    rates = [float(schedule(step)) for step in (0, 5, 10, 55, 99)]
+    peak = config.base_learning_rate
+    assert peak == pytest.approx(0.125)  # 0.5 at batch 1024, scaled to 256
+    assert rates[0] < rates[1] < rates[2] == pytest.approx(peak)  # one warm-up epoch of ten
+    assert rates[2] > rates[3] > rates[4] > 0
+
+
+def test_device_choices(monkeypatch):
+    assert training.select_precision() == "float32"  # these test machines have no GPU
+    assert training.select_jit() is False
+    cases = {("gpu", (7.5,)): "mixed_float16", ("gpu", (8.0,)): "mixed_bfloat16",
+             ("gpu", (9.0, 9.0)): "mixed_bfloat16", ("tpu", ()): "mixed_bfloat16"}
+    for (kind, capabilities), expected in cases.items():
+        monkeypatch.setattr(training, "_accelerator", lambda k=kind, c=capabilities: (k, list(c)))
+        assert training.select_precision() == expected
+        assert training.select_jit() is True
+    assert training.select_precision("float32") == "float32"
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (dict(epochs=0), "epochs"),
+        (dict(batch_size=-1), "batch_size"),
+        (dict(encoder="vgg"), "encoder"),
+        (dict(temperature=0.0), "temperature"),
+        (dict(loss="npairs", views=2), "one view"),
+        (dict(dataset="mnist"), "dataset"),
+        (dict(train_size=5), "train_size"),
+        (dict(optimizer="lamb"), "optimizer"),
+        (dict(bogus=1), "unknown settings"),
+    ],
+)
+def test_invalid_settings(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        training.RunConfig.from_profile("smoke", "supcon", **overrides)
+
+
+def test_profiles():
+    smoke = training.RunConfig.from_profile("smoke", "ce")
+    assert smoke.dataset == "digits" and smoke.augmentation_kind == "baseline"
+    full = training.RunConfig.from_profile("full", "supcon")
+    assert full.dataset == "cifar10" and full.encoder == "resnet18" and full.augmentation_kind == "supcon"
+    assert training.RunConfig.from_profile("cpu", "ce", epochs=2).epochs == 2  # flags override
+    with pytest.raises(ValueError, match="profile"):
+        training.RunConfig.from_profile("huge", "ce")
+    assert data.DIGITS_CLASS_NAMES == tuple("0123456789")
