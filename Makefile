@@ -21,6 +21,8 @@ demo: setup
 
 test: setup
 	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) tests notebooks --nbmake
+	KERAS_BACKEND=jax $(BIN)/python -m pytest -n $(PYTEST_WORKERS) -m "not tensorflow_only" \
+		tests/test_losses.py tests/test_models.py tests/test_augment.py
 
 # Regenerate every .ipynb from its py:percent source (outputs stripped).
 sync-notebooks: setup
