@@ -19,8 +19,12 @@ $(VENV)/.installed: pyproject.toml
 demo: setup
 	$(BIN)/python tools/run_notebooks.py --out build/notebooks
 
+# Library tests in parallel; then the notebooks one after another in their order (06 reuses the
+# runs of 04 and 05), from scratch in build/test-runs; then the backend-agnostic tests on JAX.
 test: setup
-	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) tests notebooks --nbmake
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) tests
+	rm -rf build/test-runs
+	SUPCON_PROFILE=smoke SUPCON_RUNS_DIR=build/test-runs $(BIN)/python -m pytest --nbmake notebooks
 	KERAS_BACKEND=jax $(BIN)/python -m pytest -n $(PYTEST_WORKERS) -m "not tensorflow_only" \
 		tests/test_losses.py tests/test_models.py tests/test_augment.py
 

@@ -280,40 +280,64 @@ class _Scope:
 # ------------------------------------------------------------------------------------------------
 def epoch_order(num_items, seed, epoch):
     """The shuffled order of one epoch: a function of (seed, epoch) only, so resumes retrace."""
-    return np.random.default_rng([seed, epoch]).permutation(num_items)
-
-
-def make_dataset(inputs, labels, batch_size, seed=0, epoch=0, shuffle=True):
-    """A ``tf.data`` pipeline over in-memory arrays, batched (full batches only when shuffling)."""
     import tensorflow as tf
 
-    order = epoch_order(len(inputs), seed, epoch) if shuffle else np.arange(len(inputs))
+    return tf.random.experimental.stateless_shuffle(tf.range(num_items), seed=[seed, epoch]).numpy()
+
+
+def make_dataset(inputs, labels, batch_size, seed=0, first_epoch=0, last_epoch=1, shuffle=True):
+    """A ``tf.data`` pipeline over in-memory arrays for epochs ``first_epoch .. last_epoch - 1``.
+
+    With ``shuffle`` each epoch visits the items in :func:`epoch_order` and yields only full
+    batches (``len(inputs) // batch_size`` of them); without, one pass in order, last batch partial.
+    """
+    import tensorflow as tf
+
     batch_size = min(batch_size, len(inputs))
-    dataset = tf.data.Dataset.from_tensor_slices((inputs[order], labels[order]))
-    return dataset.batch(batch_size, drop_remainder=shuffle).prefetch(tf.data.AUTOTUNE)
+    if not shuffle:
+        return tf.data.Dataset.from_tensor_slices((inputs, labels)).batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    inputs, labels = tf.constant(inputs), tf.constant(labels)
+    num_items = int(inputs.shape[0])
+
+    def one_epoch(epoch):
+        order = tf.random.experimental.stateless_shuffle(tf.range(num_items), seed=tf.stack([tf.constant(seed, tf.int64), epoch]))
+        return tf.data.Dataset.from_tensor_slices(order).batch(batch_size, drop_remainder=True)
+
+    batches = tf.data.Dataset.range(first_epoch, last_epoch).flat_map(one_epoch)
+    return batches.map(lambda index: (tf.gather(inputs, index), tf.gather(labels, index)),
+                       num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
 
 # ------------------------------------------------------------------------------------------------
 # Models
 # ------------------------------------------------------------------------------------------------
+def learning_rate_schedule(config, steps_per_epoch, epochs, learning_rate=None, kind=None):
+    """SGD: linear warm-up (10% of the epochs, at most 10) to the peak, then cosine decay to 0.
+    Adam (the original example's recipe): the constant rate."""
+    kind = kind or config.optimizer
+    learning_rate = learning_rate if learning_rate is not None else config.base_learning_rate
+    if kind == "adam":
+        return float(learning_rate)
+    total_steps = max(1, steps_per_epoch * epochs)
+    warmup_epochs = config.warmup_epochs if config.warmup_epochs is not None else min(10, 0.1 * epochs)
+    warmup_steps = min(total_steps - 1, int(round(warmup_epochs * steps_per_epoch)))
+    return keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=learning_rate / 10 if warmup_steps else learning_rate,
+        decay_steps=total_steps - warmup_steps,
+        warmup_target=learning_rate if warmup_steps else None,
+        warmup_steps=warmup_steps,
+    )
+
+
 def make_optimizer(config, steps_per_epoch, epochs, learning_rate=None, weight_decay=None, kind=None):
     """SGD + momentum with warm-up and cosine decay (default), or constant-rate Adam."""
 
     kind = kind or config.optimizer
-    learning_rate = learning_rate if learning_rate is not None else config.base_learning_rate
     weight_decay = weight_decay if weight_decay is not None else config.decay
-    total_steps = max(1, steps_per_epoch * epochs)
+    schedule = learning_rate_schedule(config, steps_per_epoch, epochs, learning_rate, kind)
     if kind == "adam":
-        optimizer = keras.optimizers.Adam(learning_rate, weight_decay=weight_decay or None)
+        optimizer = keras.optimizers.Adam(schedule, weight_decay=weight_decay or None)
     else:
-        warmup_epochs = config.warmup_epochs if config.warmup_epochs is not None else min(10, 0.1 * epochs)
-        warmup_steps = min(total_steps - 1, int(round(warmup_epochs * steps_per_epoch)))
-        schedule = keras.optimizers.schedules.CosineDecay(
-            initial_learning_rate=learning_rate / 10 if warmup_steps else learning_rate,
-            decay_steps=total_steps - warmup_steps,
-            warmup_target=learning_rate if warmup_steps else None,
-            warmup_steps=warmup_steps,
-        )
         optimizer = keras.optimizers.SGD(schedule, momentum=0.9, weight_decay=weight_decay or None)
     if weight_decay:
         optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
@@ -427,6 +451,9 @@ class EpochCheckpointer:
         self.phase = phase
         self.marker = self.folder / f"{phase}.json"
 
+    def epochs_done(self):
+        return json.loads(self.marker.read_text())["epochs_done"] if self.marker.exists() else 0
+
     def load(self, model):
         """Restore the last completed epoch into ``model``; return (epochs_done, history)."""
         if not self.marker.exists():
@@ -459,23 +486,44 @@ class EpochCheckpointer:
             (self.folder / previous).unlink(missing_ok=True)
 
 
-def fit_epochs(model, make_epoch_data, epochs, run_dir, phase, callbacks=(), verbose="auto"):
-    """Train ``model`` for ``epochs`` epochs, one checkpointed epoch at a time.
+class _CheckpointEachEpoch(keras.callbacks.Callback):
+    """Records the epoch's logs and wall time, then checkpoints (the last thing an epoch does)."""
 
-    ``make_epoch_data(epoch)`` returns that epoch's dataset. Returns the history
-    ``{metric: [value per epoch]}`` of all epochs, resumed ones included.
+    def __init__(self, checkpointer, history):
+        super().__init__()
+        self.checkpointer, self.history = checkpointer, history
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.started = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        for key, value in (logs or {}).items():
+            self.history.setdefault(key, []).append(float(value))
+        self.history.setdefault("seconds", []).append(time.perf_counter() - self.started)
+        self.checkpointer.save(self.model, epoch + 1, self.history)
+
+
+def fit_epochs(model, inputs, labels, batch_size, seed, epochs, run_dir, phase, callbacks=(), verbose="auto"):
+    """Train ``model`` on (inputs, labels) up to ``epochs`` epochs, checkpointing every epoch.
+
+    Resumes after the last completed epoch found in ``run_dir``. Returns the history
+    ``{metric: [value per epoch]}`` of all epochs, earlier sessions' included.
     """
     checkpointer = EpochCheckpointer(run_dir, phase)
     done, history = checkpointer.load(model)
     if done:
-        print(f"[{phase}] resuming after epoch {done} of {epochs} from {checkpointer.marker}")
-    for epoch in range(done, epochs):
-        result = model.fit(make_epoch_data(epoch), initial_epoch=epoch, epochs=epoch + 1,
-                           callbacks=list(callbacks), verbose=verbose, shuffle=False)
-        for key, values in result.history.items():
-            history.setdefault(key, []).extend(float(v) for v in values)
-        checkpointer.save(model, epoch + 1, history)
+        print(f"[{phase}] {done} of {epochs} epochs already done (from {checkpointer.marker})")
+    if done < epochs:
+        batch_size = min(batch_size, len(inputs))
+        model.fit(make_dataset(inputs, labels, batch_size, seed, done, epochs),
+                  initial_epoch=done, epochs=epochs, steps_per_epoch=len(inputs) // batch_size,
+                  callbacks=[*callbacks, _CheckpointEachEpoch(checkpointer, history)], verbose=verbose,
+                  shuffle=False)  # the dataset is already shuffled, per epoch
     return history
+
+
+def _earlier_seconds(history, done_before):
+    return float(sum(history.get("seconds", [])[:done_before]))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -495,6 +543,14 @@ class RunResult:
         """Encoder features of ``images`` (no augmentation: the pipeline at inference)."""
         return evaluation.extract_embeddings(self.encoder, images, batch_size=batch_size,
                                              preprocess=lambda x: self.pipeline(x, training=False))
+
+    def predict(self, images, batch_size=256):
+        """Predicted classes of ``images``: the classifier (CE) or the probe on the encoder (SupCon)."""
+        if self.metrics["method"] == "ce":
+            logits = self.classifier.predict(images, batch_size=batch_size, verbose=0)
+        else:
+            logits = self.classifier.predict(self.embed(images, batch_size), batch_size=1024, verbose=0)
+        return np.argmax(logits, axis=1)
 
 
 def _saved_settings(config):
@@ -552,6 +608,35 @@ def run(config, run_dir, callbacks=(), arrays=None):
     started = time.perf_counter()
     (x_train, y_train), (x_test, y_test), class_names = arrays if arrays is not None else load_data(config)
     run_dir = _prepare_run_dir(run_dir, config)
+    with _RunLock(run_dir):
+        return _run_locked(config, run_dir, callbacks, started, x_train, y_train, x_test, y_test, class_names)
+
+
+class _RunLock:
+    """An exclusive lock on a run folder: two processes never train into the same one."""
+
+    def __init__(self, run_dir):
+        self.path = Path(run_dir) / ".lock"
+
+    def __enter__(self):
+        self.handle = open(self.path, "w")
+        try:
+            import fcntl
+        except ImportError:  # Windows: no advisory locks; single use is the user's job there
+            return self
+        try:
+            fcntl.flock(self.handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self.handle.close()
+            raise RuntimeError(f"{self.path.parent} is in use by another training process") from None
+        return self
+
+    def __exit__(self, *exc):
+        self.handle.close()  # closing releases the lock
+        return False
+
+
+def _run_locked(config, run_dir, callbacks, started, x_train, y_train, x_test, y_test, class_names):
     previous_policy = _set_up(config)
     try:
         strategy = select_strategy(config.strategy)
@@ -570,9 +655,9 @@ def run(config, run_dir, callbacks=(), arrays=None):
                 model.compile(optimizer=make_optimizer(config, steps, config.epochs),
                               loss=_contrastive_loss(config), jit_compile=jit)
         phase = "train" if config.method == "ce" else "pretrain"
-        history[phase] = fit_epochs(
-            model, lambda epoch: make_dataset(x_train, y_train, config.batch_size, config.seed, epoch),
-            config.epochs, run_dir, phase, callbacks, config.verbose)
+        resumed = {name: EpochCheckpointer(run_dir, name).epochs_done() for name in (phase, "probe")}
+        history[phase] = fit_epochs(model, x_train, y_train, config.batch_size, config.seed,
+                                    config.epochs, run_dir, phase, callbacks, config.verbose)
 
         # Replace batch norm's running averages by the statistics of the final weights.
         recalibrate_batch_norm(encoder, x_train, pipeline, config.batch_size)
@@ -601,7 +686,9 @@ def run(config, run_dir, callbacks=(), arrays=None):
             "test_accuracy": float(evaluation.accuracy(y_test, test_predictions)),
             "knn_accuracy": float(evaluation.knn_accuracy(
                 train_embeddings, y_train, test_embeddings, y_test, k=min(config.knn_k, len(x_train)))),
-            "train_seconds": time.perf_counter() - started,
+            # Wall time of the whole run: this session, plus the epochs of earlier sessions.
+            "train_seconds": time.perf_counter() - started + sum(
+                _earlier_seconds(history.get(name, {}), done) for name, done in resumed.items()),
             "precision": keras.config.dtype_policy().name, "jit_compile": jit,
             "replicas": int(getattr(strategy, "num_replicas_in_sync", 1)) if strategy is not None else 1,
             "backend": keras.backend.backend(),
@@ -655,10 +742,9 @@ def _train_probe(config, train_embeddings, train_labels, num_classes, run_dir, s
         classifier.compile(optimizer=keras.optimizers.Adam(schedule),
                            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                            metrics=["accuracy"])
-    history = fit_epochs(
-        classifier,
-        lambda epoch: make_dataset(train_embeddings, train_labels, batch_size, config.seed + 1, epoch),
-        config.probe_epochs, run_dir, "probe", callbacks, 0 if config.verbose == "auto" else config.verbose)
+    history = fit_epochs(classifier, train_embeddings, train_labels, batch_size, config.seed + 1,
+                         config.probe_epochs, run_dir, "probe", callbacks,
+                         0 if config.verbose == "auto" else config.verbose)
     return classifier, history
 
 

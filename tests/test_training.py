@@ -75,48 +75,56 @@ class EpochLog(keras.callbacks.Callback):
         self.epochs.append(epoch)
 
 
-@pytest.mark.parametrize("method", ["ce", "supcon"])
-def test_interrupted_run_resumes_to_the_same_weights(tmp_path, digits_arrays, method):
-    settings = dict(TINY, train_size=100, batch_size=25, epochs=3, probe_epochs=2)
-    config = training.RunConfig.from_profile("smoke", method, **settings)
-    reference = training.run(config, tmp_path / "uninterrupted", arrays=digits_arrays)
+RESUME = dict(TINY, train_size=100, batch_size=25, epochs=3, probe_epochs=2)
 
+
+@pytest.fixture(scope="module")
+def interrupted_and_resumed(tmp_path_factory, digits_arrays):
+    """SupCon (both phases) run once straight through, and once interrupted in epoch 2 and resumed."""
+    root = tmp_path_factory.mktemp("resume")
+    config = training.RunConfig.from_profile("smoke", "supcon", **RESUME)
+    reference = training.run(config, root / "uninterrupted", arrays=digits_arrays)
     with pytest.raises(KeyboardInterrupt):
-        training.run(config, tmp_path / "resumed", callbacks=[Interrupt()], arrays=digits_arrays)
-    marker = json.loads((tmp_path / "resumed" / "checkpoints" / f"{'train' if method == 'ce' else 'pretrain'}.json").read_text())
-    assert marker["epochs_done"] == 1  # the interrupted second epoch was not recorded
-    assert not (tmp_path / "resumed" / "metrics.json").exists()
-
+        training.run(config, root / "resumed", callbacks=[Interrupt()], arrays=digits_arrays)
+    marker = json.loads((root / "resumed" / "checkpoints" / "pretrain.json").read_text())
+    metrics_after_interrupt = (root / "resumed" / "metrics.json").exists()
     log = EpochLog()
-    resumed = training.run(config, tmp_path / "resumed", callbacks=[log], arrays=digits_arrays)
-    phase = "train" if method == "ce" else "pretrain"
-    expected_after_resume = [1, 2] + ([0, 1] if method == "supcon" else [])  # probe epochs too
-    assert log.epochs == expected_after_resume  # each remaining epoch once, none twice
-    assert len(resumed.metrics["history"][phase]["loss"]) == 3
-    np.testing.assert_allclose(resumed.metrics["history"][phase]["loss"],
-                               reference.metrics["history"][phase]["loss"], rtol=1e-4)
-    for got, want in zip(resumed.encoder.get_weights(), reference.encoder.get_weights()):
+    resumed = training.run(config, root / "resumed", callbacks=[log], arrays=digits_arrays)
+    return dict(config=config, reference=reference, resumed=resumed, marker=marker, log=log,
+                metrics_after_interrupt=metrics_after_interrupt, root=root)
+
+
+def test_interrupted_run_resumes_to_the_same_weights(interrupted_and_resumed):
+    run = interrupted_and_resumed
+    assert run["marker"]["epochs_done"] == 1  # the interrupted second epoch was not recorded
+    assert not run["metrics_after_interrupt"]  # metrics.json only exists for finished runs
+    assert run["log"].epochs == [1, 2, 0, 1]  # pretraining epochs 2-3, then both probe epochs: each once
+    resumed, reference = run["resumed"].metrics, run["reference"].metrics
+    assert len(resumed["history"]["pretrain"]["loss"]) == 3
+    np.testing.assert_allclose(resumed["history"]["pretrain"]["loss"], reference["history"]["pretrain"]["loss"], rtol=1e-4)
+    for got, want in zip(run["resumed"].encoder.get_weights(), run["reference"].encoder.get_weights()):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
-    assert abs(resumed.metrics["test_accuracy"] - reference.metrics["test_accuracy"]) < 0.02
+    assert abs(resumed["test_accuracy"] - reference["test_accuracy"]) < 0.02
+    # Wall time counts the interrupted session's completed epoch too.
+    assert resumed["train_seconds"] > resumed["history"]["pretrain"]["seconds"][0]
 
 
-def test_finished_run_started_again_trains_nothing(tmp_path, digits_arrays):
-    config = training.RunConfig.from_profile("smoke", "ce", **dict(TINY, train_size=100, epochs=1))
-    first = training.run(config, tmp_path / "run", arrays=digits_arrays)
+def test_finished_run_started_again_trains_nothing(interrupted_and_resumed, digits_arrays):
+    run = interrupted_and_resumed
     log = EpochLog()
-    again = training.run(config, tmp_path / "run", callbacks=[log], arrays=digits_arrays)
+    again = training.run(run["config"], run["root"] / "uninterrupted", callbacks=[log], arrays=digits_arrays)
     assert log.epochs == []
-    assert again.metrics["history"] == first.metrics["history"]
+    assert again.metrics["history"] == run["reference"].metrics["history"]
+    assert again.metrics["test_accuracy"] == pytest.approx(run["reference"].metrics["test_accuracy"])
 
 
-def test_other_settings_in_the_same_folder_are_refused(tmp_path, digits_arrays):
-    config = training.RunConfig.from_profile("smoke", "ce", **dict(TINY, train_size=100, epochs=1))
-    training.run(config, tmp_path / "run", arrays=digits_arrays)
-    before = (tmp_path / "run" / "config.json").read_text()
-    other = training.RunConfig.from_profile("smoke", "ce", **dict(TINY, train_size=100, epochs=2))
+def test_other_settings_in_the_same_folder_are_refused(interrupted_and_resumed, digits_arrays):
+    folder = interrupted_and_resumed["root"] / "uninterrupted"
+    before = (folder / "config.json").read_text()
+    other = training.RunConfig.from_profile("smoke", "supcon", **dict(RESUME, epochs=4))
     with pytest.raises(ValueError, match="other settings \\(epochs\\)"):
-        training.run(other, tmp_path / "run", arrays=digits_arrays)
-    assert (tmp_path / "run" / "config.json").read_text() == before
+        training.run(other, folder, arrays=digits_arrays)
+    assert (folder / "config.json").read_text() == before
 
 
 def test_checkpoint_marker_is_the_commit_point(tmp_path):
@@ -144,8 +152,7 @@ def test_epoch_order_depends_only_on_seed_and_epoch():
 
 def test_warmup_then_cosine_schedule():
     config = training.RunConfig.from_profile("cpu", "supcon", batch_size=256, epochs=10)
-    optimizer = training.make_optimizer(config, steps_per_epoch=10, epochs=10)
-    schedule = optimizer._learning_rate
+    schedule = training.learning_rate_schedule(config, steps_per_epoch=10, epochs=10)
     rates = [float(schedule(step)) for step in (0, 5, 10, 55, 99)]
     peak = config.base_learning_rate
     assert peak == pytest.approx(0.125)  # 0.5 at batch 1024, scaled to 256
