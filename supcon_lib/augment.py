@@ -47,6 +47,7 @@ __all__ = [
     "build_pipeline",
     "channel_stats",
     "make_views",
+    "no_augmentation",
     "original_pipeline",
     "supcon_pipeline",
     "to_display",
@@ -429,11 +430,19 @@ def baseline_pipeline(train_images=None, seed=None, padding=4, name="baseline_au
     )
 
 
-PIPELINES = {"original": original_pipeline, "supcon": supcon_pipeline, "baseline": baseline_pipeline}
+def no_augmentation(train_images=None, seed=None, name="no_augmentation"):
+    """Scaling and normalisation only: every view of an image is the image (an ablation, and a
+    deterministic pipeline for tests that compare runs)."""
+    return keras.Sequential(
+        [keras.layers.Rescaling(1.0 / 255, name="to_unit_range"), _normalization(train_images)], name=name)
+
+
+PIPELINES = {"original": original_pipeline, "supcon": supcon_pipeline, "baseline": baseline_pipeline,
+             "none": no_augmentation}
 
 
 def build_pipeline(kind, train_images=None, seed=None):
-    """Build a pipeline by name: ``"original"``, ``"supcon"`` or ``"baseline"``."""
+    """Build a pipeline by name: ``"original"``, ``"supcon"``, ``"baseline"`` or ``"none"``."""
     if kind not in PIPELINES:
         raise ValueError(f"unknown augmentation {kind!r}; expected one of {sorted(PIPELINES)}")
     return PIPELINES[kind](train_images=train_images, seed=seed)

@@ -138,8 +138,8 @@ def extract_embeddings(
     """Run ``model`` in inference mode over ``images`` batch by batch; return float32 ``(N, D)``.
 
     Args:
-        model: a ``keras.Model`` (run with ``predict_on_batch``, i.e. ``training=False``, compiled
-            once) or any callable accepting ``(batch, training=False)``.
+        model: a ``keras.Model`` (run with ``predict``, i.e. ``training=False``) or any callable
+            accepting ``(batch, training=False)``.
         images: array-like of shape ``(N, ...)``.
         batch_size: images per forward pass.
         preprocess: optional callable or Keras layer applied to every batch first, e.g. a
@@ -148,7 +148,7 @@ def extract_embeddings(
     batch_size = _check_positive_int(batch_size, "batch_size")
     if preprocess is not None and not callable(preprocess):
         raise ValueError(f"preprocess must be callable or None, got {type(preprocess).__name__}")
-    if not callable(model) and not hasattr(model, "predict_on_batch"):
+    if not callable(model) and not hasattr(model, "predict"):
         raise ValueError(f"model must be a keras.Model or a callable, got {type(model).__name__}")
     if not hasattr(images, "shape"):
         images = np.asarray(images)
@@ -163,8 +163,10 @@ def extract_embeddings(
         batch = images[start:start + batch_size]
         if preprocess is not None:
             batch = preprocess(batch)
-        if hasattr(model, "predict_on_batch"):
-            result = model.predict_on_batch(batch)
+        if hasattr(model, "predict"):
+            # predict (not predict_on_batch, which returns one copy per replica under a
+            # tf.distribute strategy in Keras 3.15)
+            result = model.predict(batch, batch_size=len(batch), verbose=0)
         else:
             result = model(batch, training=False)
         outputs.append(np.asarray(keras.ops.convert_to_numpy(result), dtype=np.float32))

@@ -256,8 +256,11 @@ def select_strategy(requested="auto"):
         tf.config.experimental_connect_to_cluster(resolver)
         tf.tpu.experimental.initialize_tpu_system(resolver)
         return tf.distribute.TPUStrategy(resolver)
-    if requested == "mirrored" or (requested == "auto" and len(tf.config.list_logical_devices("GPU")) > 1):
-        return tf.distribute.MirroredStrategy()
+    gpus = tf.config.list_logical_devices("GPU")
+    if requested == "mirrored" or (requested == "auto" and len(gpus) > 1):
+        # Every GPU; without GPUs, every (logical) CPU device, as the multi-device tests use.
+        devices = [device.name for device in gpus or tf.config.list_logical_devices("CPU")]
+        return tf.distribute.MirroredStrategy(devices=devices)
     return tf.distribute.get_strategy()
 
 
@@ -299,11 +302,15 @@ def make_dataset(inputs, labels, batch_size, seed=0, first_epoch=0, last_epoch=1
     inputs, labels = tf.constant(inputs), tf.constant(labels)
     num_items = int(inputs.shape[0])
 
-    def one_epoch(epoch):
-        order = tf.random.experimental.stateless_shuffle(tf.range(num_items), seed=tf.stack([tf.constant(seed, tf.int64), epoch]))
-        return tf.data.Dataset.from_tensor_slices(order).batch(batch_size, drop_remainder=True)
+    steps = num_items // batch_size
 
-    batches = tf.data.Dataset.range(first_epoch, last_epoch).flat_map(one_epoch)
+    def epoch_batches(epoch):  # (steps, batch_size) indices: the epoch's order, full batches only
+        order = tf.random.experimental.stateless_shuffle(tf.range(num_items), seed=tf.stack([tf.constant(seed, tf.int64), epoch]))
+        return tf.reshape(order[: steps * batch_size], (steps, batch_size))
+
+    # map + unbatch (not flat_map over a batched dataset): tf.distribute's rebatching then splits
+    # whole batches between replicas and never rewrites the index batches themselves.
+    batches = tf.data.Dataset.range(first_epoch, last_epoch).map(epoch_batches).unbatch()
     return batches.map(lambda index: (tf.gather(inputs, index), tf.gather(labels, index)),
                        num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
@@ -654,6 +661,8 @@ def _run_locked(config, run_dir, callbacks, started, x_train, y_train, x_test, y
                 model, encoder, pipeline = build_supcon_model(config, x_train)
                 model.compile(optimizer=make_optimizer(config, steps, config.epochs),
                               loss=_contrastive_loss(config), jit_compile=jit)
+        if strategy is not None and strategy.num_replicas_in_sync > 1:
+            _synchronize_batch_norm(encoder)
         phase = "train" if config.method == "ce" else "pretrain"
         resumed = {name: EpochCheckpointer(run_dir, name).epochs_done() for name in (phase, "probe")}
         history[phase] = fit_epochs(model, x_train, y_train, config.batch_size, config.seed,
@@ -699,6 +708,14 @@ def _run_locked(config, run_dir, callbacks, started, x_train, y_train, x_test, y
         return RunResult(metrics, encoder, pipeline, classifier, run_dir)
     finally:
         keras.config.set_dtype_policy(previous_policy)
+
+
+def _synchronize_batch_norm(encoder):
+    """Batch statistics over the global batch, not each replica's share (TensorFlow only): with
+    it, a step on several devices computes what one device computes on the same global batch."""
+    for layer in _all_layers(encoder):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.synchronized = True
 
 
 def recalibrate_batch_norm(encoder, images, pipeline, batch_size=256, max_images=10_000):
