@@ -21,34 +21,24 @@ import sys
 from pathlib import Path
 
 
-def _positive_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, found {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, found {text!r}")
-    return value
+def _number(kind, minimum, strict, description):
+    """An argparse type: ``kind(text)`` that must be > (strict) or >= ``minimum``."""
+
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            value = None
+        if value is None or not (value > minimum if strict else value >= minimum):
+            raise argparse.ArgumentTypeError(f"expected {description}, found {text!r}")
+        return value
+
+    return parse
 
 
-def _non_negative_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, found {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, found {text!r}")
-    return value
-
-
-def _positive_float(text):
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, found {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, found {text!r}")
-    return value
+_positive_int = _number(int, 0, True, "a positive integer")
+_non_negative_int = _number(int, 0, False, "a non-negative integer")
+_positive_float = _number(float, 0.0, True, "a positive number")
 
 
 def build_parser():

@@ -445,8 +445,32 @@ def npairs_loss(labels, features, temperature: float = 0.05):
     return _mean_over_anchors_with_positives(row_losses, every_row)
 
 
+def _class_ids(y_true):
+    """Keras sometimes hands labels over as floats (e.g. its symbolic build under a tf.distribute
+    strategy averages an int batch into float64): class ids are integral, so round them back.
+    (The functions supcon_loss and npairs_loss refuse float labels.)"""
+    y_true = ops.convert_to_tensor(y_true)
+    if keras.backend.standardize_dtype(y_true.dtype) in _FLOAT_DTYPES:
+        y_true = ops.cast(ops.round(y_true), "int32")
+    return y_true
+
+
+class _BatchLevelLoss(keras.losses.Loss):
+    """A ``keras.losses.Loss`` whose ``call`` returns the batch's scalar: ``__call__`` passes it
+    through without Keras' per-sample reduction and refuses sample (and class) weights."""
+
+    def __call__(self, y_true, y_pred, sample_weight=None):
+        if sample_weight is not None:
+            raise ValueError(
+                f"{type(self).__name__} does not support sample_weight / class_weight: the loss is "
+                "defined on the whole batch, not per sample"
+            )
+        with keras.name_scope(self.name):
+            return self.call(y_true, y_pred)
+
+
 @keras.saving.register_keras_serializable(package="supcon_lib")
-class SupConLoss(keras.losses.Loss):
+class SupConLoss(_BatchLevelLoss):
     """:func:`supcon_loss` as a ``keras.losses.Loss``, for ``model.compile(loss=SupConLoss())``.
 
     ``y_true`` are the integer labels, shape (B,) or (B, 1); ``y_pred`` the embeddings, shape
@@ -478,23 +502,8 @@ class SupConLoss(keras.losses.Loss):
         self.formulation = _check_formulation(formulation)
         self.use_labels = bool(use_labels)
 
-    def __call__(self, y_true, y_pred, sample_weight=None):
-        if sample_weight is not None:
-            raise ValueError(
-                "SupConLoss does not support sample_weight / class_weight: the loss is defined "
-                "on the whole batch, not per sample"
-            )
-        with keras.name_scope(self.name):
-            return self.call(y_true, y_pred)
-
     def call(self, y_true, y_pred):
-        y_true = ops.convert_to_tensor(y_true)
-        if keras.backend.standardize_dtype(y_true.dtype) in _FLOAT_DTYPES:
-            # Keras itself sometimes hands labels over as floats (e.g. its symbolic build under
-            # a tf.distribute strategy averages an int batch into float64): class ids are
-            # integral, so round them back. The function supcon_loss refuses float labels.
-            y_true = ops.cast(ops.round(y_true), "int32")
-        return supcon_loss(y_true if self.use_labels else None, y_pred,
+        return supcon_loss(_class_ids(y_true) if self.use_labels else None, y_pred,
                            temperature=self.temperature, formulation=self.formulation)
 
     def get_config(self) -> dict:
@@ -505,7 +514,7 @@ class SupConLoss(keras.losses.Loss):
 
 
 @keras.saving.register_keras_serializable(package="supcon_lib")
-class NPairsLoss(keras.losses.Loss):
+class NPairsLoss(_BatchLevelLoss):
     """:func:`npairs_loss` (the original example's loss) as a ``keras.losses.Loss``.
 
     ``y_true``: integer labels (B,) or (B, 1); ``y_pred``: one embedding per image, (B, D).
@@ -516,17 +525,8 @@ class NPairsLoss(keras.losses.Loss):
         super().__init__(name=name, **kwargs)
         self.temperature = _check_temperature(temperature)
 
-    def __call__(self, y_true, y_pred, sample_weight=None):
-        if sample_weight is not None:
-            raise ValueError("NPairsLoss does not support sample_weight / class_weight")
-        with keras.name_scope(self.name):
-            return self.call(y_true, y_pred)
-
     def call(self, y_true, y_pred):
-        y_true = ops.convert_to_tensor(y_true)
-        if keras.backend.standardize_dtype(y_true.dtype) in _FLOAT_DTYPES:
-            y_true = ops.cast(ops.round(y_true), "int32")
-        return npairs_loss(y_true, y_pred, temperature=self.temperature)
+        return npairs_loss(_class_ids(y_true), y_pred, temperature=self.temperature)
 
     def get_config(self) -> dict:
         return {**super().get_config(), "temperature": self.temperature}
