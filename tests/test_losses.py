@@ -4,6 +4,10 @@ test_losses_distributed.py).
 The reference implementations below are written independently of the library: NumPy float64
 and explicit Python loops over anchors and over positives, straight from the formulas of
 Khosla et al. (2020) and of tensorflow-addons' ``npairs_loss``.
+
+Every test here runs on the TensorFlow and on the JAX backend (gradients and compilation go
+through tests/backend_utils.py), except those marked ``tensorflow_only``, which are about
+TensorFlow itself.
 """
 
 from __future__ import annotations
@@ -16,8 +20,9 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
+from keras import ops
 
+from backend_utils import BACKEND, gradient, model_gradients, to_numpy, value_and_gradient, xla_compile
 from supcon_lib import losses
 
 LOSSES_SOURCE = Path(losses.__file__)
@@ -195,6 +200,27 @@ def _assert_close(actual, expected, temperature):
     assert abs(float(actual) - expected) <= tolerance, (float(actual), expected, tolerance)
 
 
+def _sweep_losses(labels, features, temperature):
+    """L_out, L_in, SimCLR and npairs (on the first view) of one sweep configuration.
+
+    Eager on TensorFlow. Eager JAX compiles every primitive anew for every new shape (2-4 s per
+    configuration on a CPU, 21 shapes here), so on JAX the four losses are compiled together
+    by one ``jax.jit``, which is also how Keras' JAX train step runs them; the eager JAX path
+    is exercised by the other tests of this module.
+    """
+    def compute(labels, features):
+        return (
+            losses.supcon_loss(labels, features, temperature, formulation="out"),
+            losses.supcon_loss(labels, features, temperature, formulation="in"),
+            losses.supcon_loss(None, features, temperature),
+            losses.npairs_loss(labels, features[:, 0, :], temperature),
+        )
+
+    if BACKEND == "jax":
+        compute = xla_compile(compute)
+    return compute(labels, features)
+
+
 @pytest.mark.parametrize("config", SWEEP, ids=lambda c: "B{}-V{}-D{}-t{}-{}-{}".format(*c))
 def test_matches_float64_reference(config):
     batch_size, num_views, dim, temperature, label_kind, clustered = config
@@ -202,16 +228,14 @@ def test_matches_float64_reference(config):
     labels = _make_labels(label_kind, batch_size, rng)
     features = _make_features(labels, num_views, dim, rng, clustered)
 
-    for formulation in ("out", "in"):
-        value = losses.supcon_loss(labels, features, temperature, formulation=formulation)
+    out, inside, simclr, npairs = _sweep_losses(labels, features, temperature)
+    for formulation, value in (("out", out), ("in", inside)):
         assert tuple(value.shape) == ()
         _assert_close(value, reference_supcon(labels, features, temperature, formulation),
                       temperature)
-    simclr = losses.supcon_loss(None, features, temperature)
     _assert_close(simclr, reference_supcon(None, features, temperature), temperature)
 
     single_view = features[:, 0, :]
-    npairs = losses.npairs_loss(labels, single_view, temperature)
     _assert_close(npairs, reference_npairs(labels, single_view, temperature), temperature)
 
 
@@ -232,8 +256,8 @@ def test_label_and_feature_shapes_are_equivalent():
     base = float(losses.supcon_loss(labels, features, 0.2))
     assert float(losses.supcon_loss(labels[:, None], features, 0.2)) == pytest.approx(base, abs=1e-6)
     assert float(losses.supcon_loss(labels, features[:, None, :], 0.2)) == pytest.approx(base, abs=1e-6)
-    assert float(losses.supcon_loss(tf.constant(labels, tf.int32), tf.constant(features), 0.2)) == \
-        pytest.approx(base, abs=1e-6)
+    assert float(losses.supcon_loss(ops.convert_to_tensor(labels, "int32"), ops.convert_to_tensor(features),
+                                    0.2)) == pytest.approx(base, abs=1e-6)
     npairs = float(losses.npairs_loss(labels, features))
     assert float(losses.npairs_loss(labels[:, None], features[:, None, :])) == pytest.approx(npairs, abs=1e-6)
 
@@ -250,17 +274,23 @@ def test_default_formulation_is_out_and_in_is_below_out():
 
 
 def test_npairs_matches_tensorflow_addons_transcription():
-    """tfa.losses.npairs_loss(y_true, y_pred), transcribed with tf ops, on the example's logits."""
+    """tfa.losses.npairs_loss(y_true, y_pred) on the example's logits, transcribed line by line
+    from its TensorFlow ops into NumPy (l2_normalize, matmul, softmax_cross_entropy_with_logits),
+    so that it holds on every backend."""
     rng = np.random.default_rng(2)
     labels = rng.integers(0, 5, size=24)
     features = rng.normal(size=(24, 16)).astype(np.float32)
     temperature = 0.05
-    normalized = tf.math.l2_normalize(tf.constant(features), axis=1)
-    logits = tf.matmul(normalized, normalized, transpose_b=True) / temperature
-    y_true = tf.expand_dims(tf.cast(labels, tf.float32), -1)
-    y_true = tf.cast(tf.equal(y_true, tf.transpose(y_true)), tf.float32)
-    y_true /= tf.reduce_sum(y_true, 1, keepdims=True)
-    expected = tf.reduce_mean(tf.nn.softmax_cross_entropy_with_logits(labels=y_true, logits=logits))
+    # tf.math.l2_normalize: x / sqrt(max(sum(x^2), 1e-12)).
+    normalized = features / np.sqrt(np.maximum(np.sum(features ** 2, axis=1, keepdims=True), 1e-12))
+    logits = normalized @ normalized.T / temperature
+    y_true = np.expand_dims(labels.astype(np.float32), -1)
+    y_true = (y_true == y_true.T).astype(np.float32)
+    y_true /= np.sum(y_true, 1, keepdims=True)
+    # tf.nn.softmax_cross_entropy_with_logits: -sum(labels * log_softmax(logits)) per row.
+    shifted = logits - np.max(logits, axis=1, keepdims=True)
+    log_softmax = shifted - np.log(np.sum(np.exp(shifted), axis=1, keepdims=True))
+    expected = np.mean(-np.sum(y_true * log_softmax, axis=1))
     assert float(losses.npairs_loss(labels, features, temperature)) == pytest.approx(
         float(expected), abs=1e-4
     )
@@ -308,13 +338,13 @@ def test_low_precision_inputs_are_computed_in_float32(dtype, scale):
     rng = np.random.default_rng(3)
     labels = rng.integers(0, 4, size=32)
     raw = (scale * rng.normal(size=(32, 2, 64))).astype(np.float32)
-    quantised = tf.cast(tf.constant(raw), dtype)  # scale 300: sum of squares overflows float16.
-    same_values = tf.cast(quantised, tf.float32)
+    quantised = ops.cast(raw, dtype)  # scale 300: sum of squares overflows float16.
+    same_values = ops.cast(quantised, "float32")
     temperature = 0.05
     for formulation in ("out", "in"):
         low = losses.supcon_loss(labels, quantised, temperature, formulation)
         high = losses.supcon_loss(labels, same_values, temperature, formulation)
-        assert low.dtype == tf.float32
+        assert keras.backend.standardize_dtype(low.dtype) == "float32"
         assert np.isfinite(float(low))
         assert float(low) == pytest.approx(float(high), rel=1e-6, abs=1e-6)
     simclr = losses.supcon_loss(None, quantised, temperature)
@@ -324,12 +354,9 @@ def test_low_precision_inputs_are_computed_in_float32(dtype, scale):
     assert float(npairs) == pytest.approx(
         float(losses.npairs_loss(labels, same_values[:, 0], temperature)), rel=1e-6, abs=1e-6
     )
-    with tf.GradientTape() as tape:
-        tape.watch(quantised)
-        value = losses.supcon_loss(labels, quantised, temperature)
-    gradient = tape.gradient(value, quantised)
-    assert gradient.dtype == quantised.dtype
-    assert np.all(np.isfinite(tf.cast(gradient, tf.float32).numpy()))
+    low_gradient = gradient(lambda x: losses.supcon_loss(labels, x, temperature), quantised)
+    assert keras.backend.standardize_dtype(low_gradient.dtype) == dtype
+    assert np.all(np.isfinite(low_gradient.astype(np.float32)))
 
 
 # --------------------------------------------------------------------------------------------
@@ -412,24 +439,29 @@ def _closed_form_anchor_gradient(vectors, classes, anchor, temperature, formulat
 @pytest.mark.parametrize("formulation", ["out", "in"])
 @pytest.mark.parametrize("temperature", [0.07, 0.5])
 def test_anchor_gradient_matches_the_papers_closed_form(formulation, temperature):
-    """Gradient of one anchor's term w.r.t. its own normalised vector, others held fixed."""
+    """Gradient of each anchor's term w.r.t. its own normalised vector, others held fixed.
+
+    The anchors are passed apart from the contrast set (which is held constant), so anchor i's
+    vector enters only term i: row i of the gradient of the sum of the terms w.r.t. the anchors
+    is d term_i / d z_i, for every anchor at once.
+    """
     rng = np.random.default_rng(4)
     classes = np.array([0, 0, 1, 1, 1, 2, 0, 2, 3, 1])
     vectors = _unit_rows(rng.normal(size=(10, 6))).astype(np.float32)
-    contrast = tf.constant(vectors)
-    class_tensor = tf.constant(classes, tf.int32)
+    contrast = ops.convert_to_tensor(vectors)
+    class_tensor = ops.convert_to_tensor(classes, "int32")
+    positions = ops.arange(len(vectors), dtype="int32")
+
+    def terms_of(anchors):
+        return losses._supcon_terms(anchors, contrast, class_tensor, class_tensor, positions,
+                                    temperature, formulation)
+
+    terms, has_positive = (to_numpy(t) for t in terms_of(vectors))
+    autodiff_rows = gradient(lambda anchors: ops.sum(terms_of(anchors)[0]), vectors)
     for anchor in range(len(vectors)):
-        anchor_vector = tf.Variable(vectors[anchor: anchor + 1])
-        with tf.GradientTape() as tape:
-            terms, has_positive = losses._supcon_terms(
-                anchor_vector, contrast, class_tensor[anchor: anchor + 1], class_tensor,
-                tf.constant([anchor], tf.int32), temperature, formulation,
-            )
-            term = terms[0]
-        autodiff = tape.gradient(term, anchor_vector).numpy()[0]
-        has_positive = bool(has_positive[0])
-        if not has_positive:  # Class 3 is a singleton: no term, no gradient.
-            assert anchor == 8 and float(term) == 0.0 and np.all(autodiff == 0)
+        term, autodiff = float(terms[anchor]), autodiff_rows[anchor]
+        if not bool(has_positive[anchor]):  # Class 3 is a singleton: no term, no gradient.
+            assert anchor == 8 and term == 0.0 and np.all(autodiff == 0)
             continue
         expected = _closed_form_anchor_gradient(vectors.astype(np.float64), classes, anchor,
                                                 temperature, formulation)
@@ -444,11 +476,8 @@ def test_batch_gradient_through_the_normalisation_matches_closed_form(mode):
     temperature = 0.2
     label_arg = None if mode == "simclr" else labels
     formulation = "out" if mode == "simclr" else mode
-    feature_tensor = tf.constant(features)
-    with tf.GradientTape() as tape:
-        tape.watch(feature_tensor)
-        value = losses.supcon_loss(label_arg, feature_tensor, temperature, formulation)
-    autodiff = tape.gradient(value, feature_tensor).numpy()
+    autodiff = gradient(lambda x: losses.supcon_loss(label_arg, x, temperature, formulation),
+                        features)
     expected = reference_gradient(label_arg, features, temperature, formulation)
     np.testing.assert_allclose(autodiff, expected, rtol=1e-4, atol=1e-6)
     # Scale invariance: the gradient is orthogonal to each input vector.
@@ -471,14 +500,14 @@ def test_batch_gradient_through_the_normalisation_matches_closed_form(mode):
     ],
 )
 def test_no_positive_anywhere_gives_zero_and_zero_gradient(labels, shape):
-    features = tf.constant(np.random.default_rng(6).normal(size=shape).astype(np.float32))
+    features = np.random.default_rng(6).normal(size=shape).astype(np.float32)
     for formulation in ("out", "in"):
-        with tf.GradientTape() as tape:
-            tape.watch(features)
-            value = losses.supcon_loss(labels, features, 0.1, formulation)
-        gradient = tape.gradient(value, features).numpy()
+        value, autodiff = value_and_gradient(
+            lambda x: losses.supcon_loss(labels, x, 0.1, formulation), features
+        )
+        assert float(losses.supcon_loss(labels, features, 0.1, formulation)) == 0.0  # Eager.
         assert float(value) == 0.0
-        assert np.all(gradient == 0.0)
+        assert np.all(autodiff == 0.0)
 
 
 @pytest.mark.parametrize("case", ["zero_vectors", "identical", "min_temperature", "huge", "opposite"])
@@ -501,33 +530,47 @@ def test_no_nan_in_values_or_gradients(case):
         features[:, 0, 0] = 1.0
         features[:, 1, 0] = -1.0
         temperature = 0.01  # Positives at logit -100, negatives at +100.
-    feature_tensor = tf.constant(features)
     for labels_arg, formulation in ((labels, "out"), (labels, "in"), (None, "out"), (None, "in")):
-        with tf.GradientTape() as tape:
-            tape.watch(feature_tensor)
-            value = losses.supcon_loss(labels_arg, feature_tensor, temperature, formulation)
-        gradient = tape.gradient(value, feature_tensor).numpy()
+        value, autodiff = value_and_gradient(
+            lambda x: losses.supcon_loss(labels_arg, x, temperature, formulation), features
+        )
         assert np.isfinite(float(value)) and float(value) >= -1e-5
-        assert np.all(np.isfinite(gradient))
-    with tf.GradientTape() as tape:
-        tape.watch(feature_tensor)
-        value = losses.npairs_loss(labels, feature_tensor[:, 0], temperature)
+        assert np.all(np.isfinite(autodiff))
+        eager = float(losses.supcon_loss(labels_arg, features, temperature, formulation))
+        assert eager == pytest.approx(float(value), rel=1e-5, abs=1e-5)
+    value, autodiff = value_and_gradient(
+        lambda x: losses.npairs_loss(labels, x[:, 0], temperature), features
+    )
     assert np.isfinite(float(value))
-    assert np.all(np.isfinite(tape.gradient(value, feature_tensor).numpy()))
+    assert np.all(np.isfinite(autodiff))
     if case == "opposite":  # L_in must not underflow to log(0) = inf either.
         value = float(losses.supcon_loss(labels, features, temperature, "in"))
         expected = reference_supcon(labels, features.astype(np.float64), temperature, "in")
         assert value == pytest.approx(expected, rel=1e-5)
 
 
-def test_xla_and_traced_functions_agree_with_eager():
+def test_xla_compiled_functions_agree_with_eager():
+    """tf.function(jit_compile=True) (TPU-style) on TensorFlow, jax.jit on JAX."""
+    rng = np.random.default_rng(8)
+    labels = ops.convert_to_tensor(rng.integers(0, 3, size=9))
+    features = ops.convert_to_tensor(rng.normal(size=(9, 2, 4)).astype(np.float32))
+    eager = float(losses.supcon_loss(labels, features, 0.1))
+    xla = xla_compile(lambda y, x: losses.supcon_loss(y, x, 0.1))
+    assert float(xla(labels, features)) == pytest.approx(eager, abs=1e-5)
+    simclr = xla_compile(lambda x: losses.supcon_loss(None, x, 0.1, "in"))
+    assert float(simclr(features)) == pytest.approx(
+        float(losses.supcon_loss(None, features, 0.1, "in")), abs=1e-5
+    )
+
+
+@pytest.mark.tensorflow_only
+def test_traced_function_with_unknown_batch_size_agrees_with_eager():
+    """A tf.function traced with an unknown batch size (JAX always traces concrete shapes)."""
+    import tensorflow as tf
+
     rng = np.random.default_rng(8)
     labels = tf.constant(rng.integers(0, 3, size=9))
     features = tf.constant(rng.normal(size=(9, 2, 4)).astype(np.float32))
-    eager = float(losses.supcon_loss(labels, features, 0.1))
-    xla = tf.function(lambda y, x: losses.supcon_loss(y, x, 0.1), jit_compile=True)  # TPU-style.
-    assert float(xla(labels, features)) == pytest.approx(eager, abs=1e-5)
-    # Unknown batch size at trace time.
     dynamic = tf.function(
         lambda y, x: losses.supcon_loss(y, x, 0.1, "in"),
         input_signature=[tf.TensorSpec([None], tf.int64), tf.TensorSpec([None, 2, 4], tf.float32)],
@@ -608,7 +651,7 @@ def test_supconloss_in_compile_equals_supcon_loss(formulation):
     learning_rate = 0.3
     model.compile(optimizer=keras.optimizers.SGD(learning_rate),
                   loss=losses.SupConLoss(temperature=0.2, formulation=formulation))
-    kernel0 = [weight.numpy().copy() for weight in model.trainable_weights]
+    kernel0 = [to_numpy(weight).copy() for weight in model.trainable_weights]
 
     expected = float(losses.supcon_loss(labels, model(inputs), 0.2, formulation))
     evaluated = model.evaluate(inputs, labels, batch_size=10, verbose=0)
@@ -617,13 +660,13 @@ def test_supconloss_in_compile_equals_supcon_loss(formulation):
         assert model.evaluate(inputs, labels[:, None], batch_size=10, verbose=0) == \
             pytest.approx(expected, abs=1e-5)
 
-    with tf.GradientTape() as tape:
-        manual = losses.supcon_loss(labels, model(inputs), 0.2, formulation)
-    gradients = tape.gradient(manual, model.trainable_weights)
+    gradients = model_gradients(
+        model, lambda outputs: losses.supcon_loss(labels, outputs, 0.2, formulation), inputs
+    )
     trained = model.train_on_batch(inputs, labels)  # The loss of the step, before the update.
     assert float(np.ravel(trained)[0]) == pytest.approx(expected, abs=1e-5)
-    for weight, start, gradient in zip(model.trainable_weights, kernel0, gradients):
-        np.testing.assert_allclose(weight.numpy(), start - learning_rate * gradient.numpy(), atol=1e-6)
+    for weight, start, weight_gradient in zip(model.trainable_weights, kernel0, gradients):
+        np.testing.assert_allclose(to_numpy(weight), start - learning_rate * weight_gradient, atol=1e-6)
 
     after_step = float(losses.supcon_loss(labels, model(inputs), 0.2, formulation))
     history = model.fit(inputs, labels, batch_size=10, epochs=1, shuffle=False, verbose=0)
@@ -665,6 +708,7 @@ def test_supconloss_config_round_trip_and_serialization(tmp_path):
 # --------------------------------------------------------------------------------------------
 
 
+@pytest.mark.tensorflow_only
 def test_tensorflow_is_only_used_by_the_cross_replica_glue():
     tree = ast.parse(LOSSES_SOURCE.read_text())
     glue = {"_multi_replica_context", "_gather_across_replicas", "_sum_across_replicas"}

@@ -1,12 +1,11 @@
-"""Tests for supcon_lib.models: encoder shapes and stems, heads, inspection helpers, a tiny fit."""
+"""Tests for supcon_lib.models: encoder shapes and stems, heads, inspection helpers, a tiny fit.
+
+Backend-agnostic: run on TensorFlow and, with KERAS_BACKEND=jax, on JAX (see conftest.py).
+"""
 
 from __future__ import annotations
 
-import importlib.util
 import os
-import subprocess
-import sys
-from pathlib import Path
 
 import keras
 import numpy as np
@@ -14,8 +13,6 @@ import pytest
 
 from supcon_lib import models
 from supcon_lib.evaluation import test_accuracy as evaluate_accuracy
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -263,24 +260,6 @@ def test_resnet_small_learns_two_synthetic_classes():
 
 # --- backends ---------------------------------------------------------------------------------------
 
-@pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="JAX is not installed")
-def test_models_build_and_run_under_jax_backend():
-    script = (
-        "import keras, numpy as np\n"
-        "from supcon_lib import models\n"
-        "assert keras.backend.backend() == 'jax'\n"
-        "encoder = models.build_encoder('resnet_small')\n"
-        "head = models.build_projection_head('mlp', 128, 32)\n"
-        "classifier = models.build_classifier_head('mlp', 128, 10)\n"
-        "features = encoder(np.zeros((2, 32, 32, 3), 'float32'), training=False)\n"
-        "assert tuple(head(features).shape) == (2, 32)\n"
-        "assert tuple(classifier(features).shape) == (2, 10)\n"
-        "print('ok')\n"
-    )
-    environment = dict(os.environ, KERAS_BACKEND="jax")
-    environment["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), environment.get("PYTHONPATH")]))
-    result = subprocess.run(
-        [sys.executable, "-c", script], env=environment, capture_output=True, text=True, timeout=300
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.strip().endswith("ok")
+def test_runs_on_the_requested_backend():
+    """The JAX run (KERAS_BACKEND=jax) really exercises JAX; without the variable, TensorFlow."""
+    assert keras.backend.backend() == os.environ.get("KERAS_BACKEND", "tensorflow")
