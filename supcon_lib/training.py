@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 import time
 from pathlib import Path
@@ -281,11 +280,16 @@ class _Scope:
 # ------------------------------------------------------------------------------------------------
 # Input pipeline
 # ------------------------------------------------------------------------------------------------
-def epoch_order(num_items, seed, epoch):
-    """The shuffled order of one epoch: a function of (seed, epoch) only, so resumes retrace."""
+def _permutation(num_items, seed, epoch):
     import tensorflow as tf
 
-    return tf.random.experimental.stateless_shuffle(tf.range(num_items), seed=[seed, epoch]).numpy()
+    seed = tf.stack([tf.cast(seed, tf.int64), tf.cast(epoch, tf.int64)])
+    return tf.random.experimental.stateless_shuffle(tf.range(num_items), seed=seed)
+
+
+def epoch_order(num_items, seed, epoch):
+    """The shuffled order of one epoch: a function of (seed, epoch) only, so resumes retrace."""
+    return _permutation(num_items, seed, epoch).numpy()
 
 
 def make_dataset(inputs, labels, batch_size, seed=0, first_epoch=0, last_epoch=1, shuffle=True):
@@ -305,7 +309,7 @@ def make_dataset(inputs, labels, batch_size, seed=0, first_epoch=0, last_epoch=1
     steps = num_items // batch_size
 
     def epoch_batches(epoch):  # (steps, batch_size) indices: the epoch's order, full batches only
-        order = tf.random.experimental.stateless_shuffle(tf.range(num_items), seed=tf.stack([tf.constant(seed, tf.int64), epoch]))
+        order = _permutation(num_items, seed, epoch)
         return tf.reshape(order[: steps * batch_size], (steps, batch_size))
 
     # map + unbatch (not flat_map over a batched dataset): tf.distribute's rebatching then splits

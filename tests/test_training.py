@@ -148,6 +148,11 @@ def test_epoch_order_depends_only_on_seed_and_epoch():
     np.testing.assert_array_equal(training.epoch_order(50, 3, 7), training.epoch_order(50, 3, 7))
     assert not np.array_equal(training.epoch_order(50, 3, 7), training.epoch_order(50, 3, 8))
     assert sorted(training.epoch_order(50, 3, 7)) == list(range(50))
+    # The training pipeline visits each epoch in exactly that order (full batches only).
+    items = np.arange(50)
+    batches = [b.numpy() for b, _ in training.make_dataset(items, items, 10, seed=3, first_epoch=7, last_epoch=9)]
+    np.testing.assert_array_equal(np.concatenate(batches[:5]), training.epoch_order(50, 3, 7))
+    np.testing.assert_array_equal(np.concatenate(batches[5:]), training.epoch_order(50, 3, 8))
 
 
 def test_warmup_then_cosine_schedule():
