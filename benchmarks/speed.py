@@ -69,7 +69,7 @@ class StepTimer(keras.callbacks.Callback):
 
 def _compiled_supcon_model(config, x_train):
     strategy = training.select_strategy(config.strategy)
-    with training._Scope(strategy):
+    with training.strategy_scope(strategy):
         model, _, _ = training.build_supcon_model(config, x_train)
         steps = max(1, len(x_train) // config.batch_size)
         model.compile(optimizer=training.make_optimizer(config, steps, config.epochs),

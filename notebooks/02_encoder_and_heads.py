@@ -19,7 +19,6 @@
 # ## Setup
 
 # %%
-import os
 import subprocess
 import sys
 
@@ -33,10 +32,7 @@ import numpy as np  # noqa: E402
 
 from supcon_lib import losses, models, runtime  # noqa: E402
 
-if IS_COLAB and runtime.accelerator() == "cpu":
-    print("No GPU: Runtime > Change runtime type > T4 GPU (this notebook runs fine without one).")
-runtime.seed_everything(0)
-print(runtime.describe())
+runtime.start_notebook(seed=0, trains=False)
 
 # %% tags=["parameters"]
 PROFILE = runtime.choose_profile()  # SUPCON_PROFILE=smoke|cpu|full; nothing here depends on it

@@ -25,7 +25,6 @@
 # ## Setup
 
 # %%
-import os
 import subprocess
 import sys
 
@@ -41,10 +40,7 @@ import tensorflow as tf  # noqa: E402  (only for GradientTape, the autodiff chec
 
 from supcon_lib import losses, runtime, viz  # noqa: E402
 
-if IS_COLAB and runtime.accelerator() == "cpu":
-    print("No GPU: Runtime > Change runtime type > T4 GPU (this notebook runs fine without one).")
-runtime.seed_everything(0)
-print(runtime.describe())
+runtime.start_notebook(seed=0, trains=False)
 
 # %% tags=["parameters"]
 PROFILE = runtime.choose_profile()  # SUPCON_PROFILE=smoke|cpu|full; only decides whether figures are saved

@@ -20,7 +20,6 @@
 # ## Setup
 
 # %%
-import os
 import subprocess
 import sys
 
@@ -35,10 +34,7 @@ import numpy as np  # noqa: E402
 
 from supcon_lib import evaluation, paths, runtime, training, viz  # noqa: E402
 
-if IS_COLAB and runtime.accelerator() == "cpu":
-    print("No GPU: Runtime > Change runtime type > T4 GPU, or set SUPCON_PROFILE=smoke to try it on a CPU.")
-runtime.seed_everything(0)
-print(runtime.describe())
+runtime.start_notebook(seed=0, trains=True)
 
 # %% tags=["parameters"]
 PROFILE = runtime.choose_profile()  # SUPCON_PROFILE=smoke|cpu|full; default: full on a GPU, else smoke

@@ -158,8 +158,19 @@ def extract_embeddings(
 
     import keras  # imported here so that the rest of this module works without Keras
 
+    if preprocess is None and hasattr(model, "predict"):  # one pass, batched by Keras
+        outputs = [model.predict(images, batch_size=batch_size, verbose=0)]
+    else:
+        outputs = _embed_in_batches(model, images, batch_size, preprocess)
+    embeddings = np.concatenate([np.asarray(keras.ops.convert_to_numpy(o), dtype=np.float32) for o in outputs])
+    if embeddings.ndim != 2:
+        raise ValueError(f"the model must return (batch, dim) arrays, got shape {embeddings.shape[1:]} per sample")
+    return embeddings
+
+
+def _embed_in_batches(model, images, batch_size, preprocess):
     outputs = []
-    for start in range(0, num_images, batch_size):
+    for start in range(0, images.shape[0], batch_size):
         batch = images[start:start + batch_size]
         if preprocess is not None:
             batch = preprocess(batch)
@@ -169,11 +180,8 @@ def extract_embeddings(
             result = model.predict(batch, batch_size=len(batch), verbose=0)
         else:
             result = model(batch, training=False)
-        outputs.append(np.asarray(keras.ops.convert_to_numpy(result), dtype=np.float32))
-    embeddings = np.concatenate(outputs, axis=0)
-    if embeddings.ndim != 2:
-        raise ValueError(f"the model must return (batch, dim) arrays, got shape {embeddings.shape[1:]} per sample")
-    return embeddings
+        outputs.append(result)
+    return outputs
 
 
 def accuracy(labels, predictions_or_logits) -> float:

@@ -58,6 +58,18 @@ def describe():
     return "\n".join(lines)
 
 
+def start_notebook(seed=0, trains=False):
+    """The common end of every notebook's setup cell: a GPU hint in Colab, seeds, versions.
+
+    (The install itself stays in the notebook: it has to run before ``supcon_lib`` exists.)
+    """
+    if "google.colab" in sys.modules and accelerator() == "cpu":
+        remedy = "or set SUPCON_PROFILE=smoke to try it on a CPU" if trains else "this notebook runs fine without one"
+        print(f"No GPU: Runtime > Change runtime type > T4 GPU ({remedy}).")
+    seed_everything(seed)
+    print(describe())
+
+
 def seed_everything(seed=0):
     """Seed Python, NumPy and the Keras backend."""
     import keras

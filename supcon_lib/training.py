@@ -30,6 +30,7 @@ picks ``tf.distribute`` for several GPUs or a TPU; ``batch_size`` is always the 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -263,18 +264,9 @@ def select_strategy(requested="auto"):
     return tf.distribute.get_strategy()
 
 
-class _Scope:
-    """``strategy.scope()`` when there is a strategy, a no-op otherwise."""
-
-    def __init__(self, strategy):
-        self.strategy = strategy
-
-    def __enter__(self):
-        self._scope = self.strategy.scope() if self.strategy is not None else None
-        return self._scope.__enter__() if self._scope is not None else None
-
-    def __exit__(self, *exc):
-        return self._scope.__exit__(*exc) if self._scope is not None else False
+def strategy_scope(strategy):
+    """``strategy.scope()`` when there is a strategy, a no-op context otherwise."""
+    return strategy.scope() if strategy is not None else contextlib.nullcontext()
 
 
 # ------------------------------------------------------------------------------------------------
@@ -552,8 +544,7 @@ class RunResult:
 
     def embed(self, images, batch_size=256):
         """Encoder features of ``images`` (no augmentation: the pipeline at inference)."""
-        return evaluation.extract_embeddings(self.encoder, images, batch_size=batch_size,
-                                             preprocess=lambda x: self.pipeline(x, training=False))
+        return evaluation.extract_embeddings(inference_model(self.pipeline, self.encoder), images, batch_size)
 
     def predict(self, images, batch_size=256):
         """Predicted classes of ``images``: the classifier (CE) or the probe on the encoder (SupCon)."""
@@ -655,7 +646,7 @@ def _run_locked(config, run_dir, callbacks, started, x_train, y_train, x_test, y
         num_classes = len(class_names)
         steps = max(1, len(x_train) // min(config.batch_size, len(x_train)))
         history = {}
-        with _Scope(strategy):
+        with strategy_scope(strategy):
             if config.method == "ce":
                 model, encoder, pipeline = build_ce_model(config, x_train, num_classes)
                 model.compile(optimizer=make_optimizer(config, steps, config.epochs),
@@ -675,10 +666,9 @@ def _run_locked(config, run_dir, callbacks, started, x_train, y_train, x_test, y
         # Replace batch norm's running averages by the statistics of the final weights.
         recalibrate_batch_norm(encoder, x_train, pipeline, config.batch_size)
 
-        def embed(images):
-            return evaluation.extract_embeddings(encoder, images, preprocess=lambda x: pipeline(x, training=False))
-
-        train_embeddings, test_embeddings = embed(x_train), embed(x_test)
+        embedder = inference_model(pipeline, encoder)
+        train_embeddings = evaluation.extract_embeddings(embedder, x_train)
+        test_embeddings = evaluation.extract_embeddings(embedder, x_test)
         if config.method == "ce":
             classifier = keras.Model(model.inputs, model.outputs, name="ce_classifier")
             test_logits = model.predict(x_test, batch_size=256, verbose=0)
@@ -745,6 +735,11 @@ def recalibrate_batch_norm(encoder, images, pipeline, batch_size=256, max_images
             layer.momentum = momentum
 
 
+def inference_model(pipeline, encoder):
+    """images -> features at inference: the pipeline (only its normalisation acts) then the encoder."""
+    return keras.Sequential([pipeline, encoder], name="embedder")
+
+
 def _all_layers(model):
     for layer in model.layers:
         yield layer
@@ -757,7 +752,7 @@ def _train_probe(config, train_embeddings, train_labels, num_classes, run_dir, s
 
     batch_size = int(np.clip(len(train_embeddings) // 8, 16, 256))  # at least 8 steps an epoch
     steps = max(1, len(train_embeddings) // batch_size)
-    with _Scope(strategy):
+    with strategy_scope(strategy):
         classifier = models.build_classifier_head(config.classifier_head, train_embeddings.shape[1], num_classes)
         schedule = keras.optimizers.schedules.CosineDecay(config.probe_learning_rate, steps * config.probe_epochs)
         classifier.compile(optimizer=keras.optimizers.Adam(schedule),
