@@ -8,6 +8,8 @@ Every loader returns ``(x_train, y_train), (x_test, y_test)`` with images as uin
   The batch files are pickles, so they are read with :class:`RestrictedUnpickler`, which admits
   only the handful of numpy constructors the format needs: a crafted file cannot run code.
   Archive members are read in memory, never extracted to disk.
+  :mod:`supcon_lib.packed` writes and reads a compact (~30 MiB, JPEG q95) file of CIFAR-10 that
+  ``load_cifar10`` accepts as well.
 * :func:`load_digits32` is the offline default: scikit-learn's 8x8 handwritten digits (1,797 real
   images that ship inside scikit-learn), upsampled to 32x32x3 with a fixed stratified split.
 * :func:`stratified_subset` draws seeded, class-balanced subsets.
@@ -40,6 +42,7 @@ IMAGE_SHAPE = (32, 32, 3)
 _ROW_LENGTH = 32 * 32 * 3
 _TRAIN_BATCH = re.compile(r"^data_batch_(\d+)$")
 _ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar")
+_PACKED_SUFFIX = ".npz"  # the compact file of supcon_lib.packed
 
 __all__ = [
     "CIFAR10_CLASS_NAMES",
@@ -231,7 +234,11 @@ def _read_archive(archive: Path):
 def _class_names_from(location: Path):
     """The names in batches.meta when the copy has one, else the standard CIFAR-10 names."""
     meta = None
-    if location.is_dir():
+    if location.name.endswith(_PACKED_SUFFIX):
+        from supcon_lib import packed
+
+        meta = packed.class_names(location)
+    elif location.is_dir():
         path = location / "batches.meta"
         if path.is_file():
             meta = _parse_meta(path.read_bytes(), str(path))
@@ -243,11 +250,12 @@ def _resolve_local_copy(path: Path) -> Path:
     if not path.exists():
         raise DataError(
             f"{path}: no such file or folder. Point data_dir (or ${CIFAR10_ENV_VAR}) at a "
-            "'cifar-10-batches-py' folder, a folder holding it, or a cifar-10-python.tar.gz archive."
+            "'cifar-10-batches-py' folder, a folder holding it, a cifar-10-python.tar.gz archive "
+            "or a packed .npz file (python -m supcon_lib pack)."
         )
     if path.is_file():
-        if not path.name.endswith(_ARCHIVE_SUFFIXES):
-            raise DataError(f"{path}: not a folder or a .tar.gz/.tgz/.tar archive")
+        if not path.name.endswith((*_ARCHIVE_SUFFIXES, _PACKED_SUFFIX)):
+            raise DataError(f"{path}: not a folder, a .tar.gz/.tgz/.tar archive or a packed .npz file")
         return path
     if (path / "test_batch").exists() or any(_TRAIN_BATCH.match(p.name) for p in path.iterdir()):
         return path
@@ -280,13 +288,18 @@ def load_cifar10(data_dir=None):
     """Load CIFAR-10 as ``(x_train, y_train), (x_test, y_test)``.
 
     Sources, in order: ``data_dir``; the environment variable ``SUPCON_CIFAR10_DIR``; Keras'
-    download. A local copy may be the ``cifar-10-batches-py`` folder (or a folder holding it) or
-    the original ``cifar-10-python.tar.gz``; every ``data_batch_N`` present is read, so partial
-    copies (such as a 10,000-image subset) load too.
+    download. A local copy may be the ``cifar-10-batches-py`` folder (or a folder holding it),
+    the original ``cifar-10-python.tar.gz``, or the compact ``.npz`` file of
+    :mod:`supcon_lib.packed`; every ``data_batch_N`` present is read, so partial copies (such as
+    a 10,000-image subset) load too.
     """
     location = data_dir if data_dir is not None else os.environ.get(CIFAR10_ENV_VAR) or None
     if location is not None:
         resolved = _resolve_local_copy(Path(location).expanduser())
+        if resolved.name.endswith(_PACKED_SUFFIX):
+            from supcon_lib import packed
+
+            return packed.read(resolved)[0]
         return _read_archive(resolved) if resolved.is_file() else _read_folder(resolved)
     try:
         return _download_cifar10()

@@ -272,43 +272,88 @@ def strategy_scope(strategy):
 # ------------------------------------------------------------------------------------------------
 # Input pipeline
 # ------------------------------------------------------------------------------------------------
-def _permutation(num_items, seed, epoch):
-    import tensorflow as tf
-
-    seed = tf.stack([tf.cast(seed, tf.int64), tf.cast(epoch, tf.int64)])
-    return tf.random.experimental.stateless_shuffle(tf.range(num_items), seed=seed)
-
-
 def epoch_order(num_items, seed, epoch):
-    """The shuffled order of one epoch: a function of (seed, epoch) only, so resumes retrace."""
-    return _permutation(num_items, seed, epoch).numpy()
+    """The shuffled order of one epoch: a function of (seed, epoch) only, so resumes retrace.
+
+    Plain NumPy (a PCG64 stream seeded by ``[seed, epoch]``), so every backend's input pipeline
+    visits the data in the same order and no TensorFlow is needed to compute it.
+    """
+    return np.random.default_rng([int(seed), int(epoch)]).permutation(int(num_items))
+
+
+def _epoch_batches(num_items, batch_size, seed, epoch):
+    """(steps, batch_size) indices of one epoch: its order cut into full batches."""
+    steps = num_items // batch_size
+    return epoch_order(num_items, seed, epoch)[: steps * batch_size].reshape(steps, batch_size)
 
 
 def make_dataset(inputs, labels, batch_size, seed=0, first_epoch=0, last_epoch=1, shuffle=True):
-    """A ``tf.data`` pipeline over in-memory arrays for epochs ``first_epoch .. last_epoch - 1``.
+    """Batches of in-memory arrays for epochs ``first_epoch .. last_epoch - 1``, ready for ``fit``.
 
     With ``shuffle`` each epoch visits the items in :func:`epoch_order` and yields only full
     batches (``len(inputs) // batch_size`` of them); without, one pass in order, last batch partial.
+    On the TensorFlow backend this is a ``tf.data`` pipeline (which ``tf.distribute`` can split
+    between replicas); on the others a :class:`EpochBatches` (a ``keras.utils.PyDataset``).
     """
+    batch_size = min(batch_size, len(inputs))
+    if keras.backend.backend() != "tensorflow":
+        return EpochBatches(inputs, labels, batch_size, seed, first_epoch, last_epoch, shuffle)
     import tensorflow as tf
 
-    batch_size = min(batch_size, len(inputs))
     if not shuffle:
         return tf.data.Dataset.from_tensor_slices((inputs, labels)).batch(batch_size).prefetch(tf.data.AUTOTUNE)
-    inputs, labels = tf.constant(inputs), tf.constant(labels)
-    num_items = int(inputs.shape[0])
-
+    num_items = len(inputs)
     steps = num_items // batch_size
+    inputs, labels = tf.constant(inputs), tf.constant(labels)
 
-    def epoch_batches(epoch):  # (steps, batch_size) indices: the epoch's order, full batches only
-        order = _permutation(num_items, seed, epoch)
-        return tf.reshape(order[: steps * batch_size], (steps, batch_size))
+    def epoch_batches(epoch):
+        index = tf.numpy_function(lambda e: _epoch_batches(num_items, batch_size, seed, e), [epoch], tf.int64,
+                                  stateful=False)
+        return tf.ensure_shape(index, (steps, batch_size))
 
     # map + unbatch (not flat_map over a batched dataset): tf.distribute's rebatching then splits
     # whole batches between replicas and never rewrites the index batches themselves.
     batches = tf.data.Dataset.range(first_epoch, last_epoch).map(epoch_batches).unbatch()
     return batches.map(lambda index: (tf.gather(inputs, index), tf.gather(labels, index)),
                        num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+
+
+class EpochBatches(keras.utils.PyDataset):
+    """The input pipeline of the backends without ``tf.data`` (JAX, PyTorch): like the
+    ``tf.data`` one, a single stream of the batches of epochs ``first_epoch .. last_epoch - 1``,
+    item ``i`` being batch ``i % steps`` of epoch ``first_epoch + i // steps`` in
+    :func:`epoch_order`.
+
+    Every item is a pure function of its index. (Counting ``on_epoch_end`` calls instead would go
+    wrong: Keras also calls it after peeking at a batch to build the model.) ``fit`` must get
+    ``steps_per_epoch`` (so it keeps one iterator across epochs) and ``shuffle=False`` (so it does
+    not reorder the batches), as :func:`fit_epochs` does. Without ``shuffle``: one pass in order,
+    the last batch partial.
+    """
+
+    def __init__(self, inputs, labels, batch_size, seed=0, first_epoch=0, last_epoch=1, shuffle=True):
+        super().__init__()
+        self.inputs, self.labels = np.asarray(inputs), np.asarray(labels)
+        self.batch_size, self.seed, self.shuffle = int(batch_size), int(seed), shuffle
+        self.first_epoch, self.last_epoch = int(first_epoch), int(last_epoch)
+        self.steps = len(self.inputs) // self.batch_size if shuffle else -(-len(self.inputs) // self.batch_size)
+        self._orders = {}  # epoch -> (steps, batch_size) indices; the current epoch and the next
+
+    def __len__(self):
+        return self.steps * (self.last_epoch - self.first_epoch) if self.shuffle else self.steps
+
+    def __getitem__(self, index):
+        if not 0 <= index < len(self):
+            raise IndexError(f"batch {index} of {len(self)}")
+        if not self.shuffle:
+            items = slice(index * self.batch_size, (index + 1) * self.batch_size)
+        else:
+            epoch, step = self.first_epoch + index // self.steps, index % self.steps
+            if epoch not in self._orders:
+                self._orders = {e: o for e, o in self._orders.items() if e > epoch - 2}
+                self._orders[epoch] = _epoch_batches(len(self.inputs), self.batch_size, self.seed, epoch)
+            items = self._orders[epoch][step]
+        return self.inputs[items], self.labels[items]
 
 
 # ------------------------------------------------------------------------------------------------
