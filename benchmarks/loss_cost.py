@@ -1,6 +1,7 @@
 """How much does the SupCon loss cost next to the network it trains?
 
-For each batch size B (V = 2 views, D = 128), this script times on the TensorFlow backend
+For each batch size B (V = 2 views, D = 128), this script times, on the Keras backend that
+``KERAS_BACKEND`` selects (TensorFlow by default; JAX works too)
 
 * ``loss``: forward + backward of ``supcon_loss`` alone on random (B, V, D) embeddings
   (its cost grows like (B V)^2 D: the (BV x BV) similarity matrix), and
@@ -10,8 +11,9 @@ For each batch size B (V = 2 views, D = 128), this script times on the TensorFlo
 
 and prints a markdown table with the loss's share of the step, then writes everything as JSON.
 The encoder is ``supcon_lib.models.build_encoder("resnet_small")`` when that exists, else a
-small inline CNN. Both functions are ``tf.function``-compiled; each time is the median over
-``--repeats`` runs after ``--warmup`` untimed runs.
+small inline CNN. The loss's forward + backward is compiled (``tf.function`` or ``jax.jit``), the
+step is Keras' own compiled ``train_on_batch``; each time is the median over ``--repeats`` runs
+after ``--warmup`` untimed runs.
 
 Usage::
 
@@ -32,14 +34,12 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-os.environ["KERAS_BACKEND"] = "tensorflow"  # The timing code below uses tf.function / GradientTape.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
 
-from supcon_lib import losses  # noqa: E402
+from supcon_lib import losses, training  # noqa: E402
 
 FULL_SIZES = (256, 512, 1024, 2048, 4096)
 QUICK_SIZES = (256, 512)
@@ -103,49 +103,61 @@ def time_function(function, repeats: int, warmup: int) -> dict:
 
 
 def _block(outputs):
-    """Waits for the results (TF runs asynchronously) by fetching them to the host."""
-    for value in tf.nest.flatten(outputs):
-        value.numpy()
+    """Waits for the results (TF and JAX run asynchronously) by fetching them to the host."""
+    for value in keras.tree.flatten(outputs):
+        keras.ops.convert_to_numpy(value)
+
+
+def _loss_value_and_gradient(labels, features, args):
+    """A compiled function: (loss, d loss / d features) on the current backend."""
+
+    def loss(f):
+        return losses.supcon_loss(labels, f, args.temperature, args.formulation)
+
+    if keras.backend.backend() == "jax":
+        import jax
+
+        compiled = jax.jit(jax.value_and_grad(loss))
+        return lambda: compiled(features)
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        @tf.function
+        def forward_backward():
+            with tf.GradientTape() as tape:
+                tape.watch(features)
+                value = loss(features)
+            return value, tape.gradient(value, features)
+
+        return forward_backward
+    raise NotImplementedError(f"backend {keras.backend.backend()!r}: use tensorflow or jax")
 
 
 def bench_loss(batch_size: int, args, rng: np.random.Generator) -> dict:
-    features = tf.constant(
-        rng.normal(size=(batch_size, args.num_views, args.embedding_dim)).astype(np.float32)
-    )
-    labels = tf.constant(rng.integers(0, args.num_classes, size=batch_size))
-
-    @tf.function
-    def loss_forward_backward():
-        with tf.GradientTape() as tape:
-            tape.watch(features)
-            value = losses.supcon_loss(labels, features, args.temperature, args.formulation)
-        return value, tape.gradient(value, features)
-
-    return time_function(loss_forward_backward, args.repeats, args.warmup)
+    features = keras.ops.convert_to_tensor(
+        rng.normal(size=(batch_size, args.num_views, args.embedding_dim)).astype(np.float32))
+    labels = keras.ops.convert_to_tensor(rng.integers(0, args.num_classes, size=batch_size))
+    return time_function(_loss_value_and_gradient(labels, features, args), args.repeats, args.warmup)
 
 
 def bench_step(batch_size: int, args, rng: np.random.Generator, encoder: keras.Model) -> dict:
-    projection = keras.layers.Dense(args.embedding_dim, name="projection")
-    optimizer = keras.optimizers.SGD(0.01, momentum=0.9)
-    views = tf.constant(
-        rng.normal(size=(batch_size * args.num_views, *IMAGE_SHAPE)).astype(np.float32)
-    )
-    labels = tf.constant(rng.integers(0, args.num_classes, size=batch_size))
-    projection.build((None, encoder.output_shape[-1]))
-    variables = encoder.trainable_variables + projection.trainable_variables
-    optimizer.build(variables)
+    """One compiled SupCon training step: views (B, V, 32, 32, 3) -> encoder -> linear head -> loss."""
+    inputs = keras.Input((args.num_views, *IMAGE_SHAPE))
+    flat = training.MergeViews()(inputs)
+    embeddings = keras.layers.Dense(args.embedding_dim, name="projection")(encoder(flat))
+    model = keras.Model(inputs, training.SplitViews(args.num_views)(embeddings))
+    model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9),
+                  loss=losses.SupConLoss(args.temperature, args.formulation),
+                  jit_compile=training.select_jit("auto"))
+    views = rng.normal(size=(batch_size, args.num_views, *IMAGE_SHAPE)).astype(np.float32)
+    labels = rng.integers(0, args.num_classes, size=batch_size)
+    return time_function(lambda: model.train_on_batch(views, labels), args.repeats, args.warmup)
 
-    @tf.function
-    def train_step():
-        with tf.GradientTape() as tape:
-            embeddings = projection(encoder(views, training=True))  # (B * V, D), image-major.
-            embeddings = tf.reshape(embeddings, (batch_size, args.num_views, args.embedding_dim))
-            value = losses.supcon_loss(labels, embeddings, args.temperature, args.formulation)
-        gradients = tape.gradient(value, variables)
-        optimizer.apply_gradients(zip(gradients, variables))
-        return value
 
-    return time_function(train_step, args.repeats, args.warmup)
+def _out_of_memory(error):
+    """TensorFlow's ResourceExhaustedError, JAX's RESOURCE_EXHAUSTED, or a host MemoryError."""
+    return isinstance(error, MemoryError) or "ResourceExhausted" in type(error).__name__ or \
+        "RESOURCE_EXHAUSTED" in str(error)
 
 
 def markdown_table(rows: list[dict], encoder_name: str) -> str:
@@ -176,12 +188,16 @@ def main(argv=None) -> int:
         row = {"batch_size": batch_size, "num_anchors": batch_size * args.num_views}
         try:
             row["loss"] = bench_loss(batch_size, args, rng)
-        except (tf.errors.ResourceExhaustedError, MemoryError) as error:
+        except Exception as error:
+            if not _out_of_memory(error):
+                raise
             row["loss"] = {"error": f"out of memory: {type(error).__name__}"}
         if not args.skip_step:
             try:
                 row["step"] = bench_step(batch_size, args, rng, encoder)
-            except (tf.errors.ResourceExhaustedError, MemoryError) as error:
+            except Exception as error:
+                if not _out_of_memory(error):
+                    raise
                 row["step"] = {"error": f"out of memory: {type(error).__name__}"}
             if "median_ms" in row["loss"] and "median_ms" in row["step"]:
                 row["loss_share_of_step"] = row["loss"]["median_ms"] / row["step"]["median_ms"]
@@ -198,10 +214,9 @@ def main(argv=None) -> int:
             "encoder": encoder_name, "image_shape": IMAGE_SHAPE,
         },
         "environment": {
-            "tensorflow": tf.__version__, "keras": keras.__version__,
+            "backend": keras.backend.backend(), "keras": keras.__version__,
             "python": platform.python_version(), "machine": platform.machine(),
-            "cpu_count": os.cpu_count(),
-            "gpus": [device.name for device in tf.config.list_physical_devices("GPU")],
+            "cpu_count": os.cpu_count(), "accelerator": training._accelerator()[0],
         },
         "results": rows,
         "markdown": table,

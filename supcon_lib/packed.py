@@ -129,6 +129,7 @@ def pack(path, train, test, class_names, quality=DEFAULT_QUALITY, overwrite=Fals
                                    "mean_abs_error": float(error.mean()), "max_abs_error": int(error.max())}
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.chmod(temporary, 0o666 & ~_umask())  # mkstemp's 0600 would make a file only we can read
         with os.fdopen(handle, "wb") as stream:
             np.savez(stream, **arrays)  # JPEG data does not compress further: stored, not deflated
         os.replace(temporary, path)
@@ -137,6 +138,12 @@ def pack(path, train, test, class_names, quality=DEFAULT_QUALITY, overwrite=Fals
         raise
     summary["bytes"] = path.stat().st_size
     return summary
+
+
+def _umask():
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def pack_cifar10(data_dir, path, quality=DEFAULT_QUALITY, overwrite=False):

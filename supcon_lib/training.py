@@ -13,7 +13,7 @@ Both recipes share one run folder layout (``RUN_DIR``)::
 
     config.json          the settings of the run (a restart must use the same ones)
     checkpoints/         <phase>.json (epochs done, history) + the matching .npz of variables
-    encoder.weights.h5   the trained encoder, for evaluation and the embedding notebook
+    embedder.keras       pipeline + trained encoder (images -> features), reloaded by load_encoder
     metrics.json         written last, atomically: accuracies, times, history
 
 A run interrupted at any point continues, when started again with the same ``RUN_DIR``, from its
@@ -722,7 +722,7 @@ def _run_locked(config, run_dir, callbacks, started, x_train, y_train, x_test, y
                 config, train_embeddings, y_train, num_classes, run_dir, strategy, callbacks)
             test_logits = classifier.predict(test_embeddings, batch_size=1024, verbose=0)
         test_predictions = np.argmax(test_logits, axis=1)
-        encoder.save_weights(run_dir / "encoder.weights.h5")
+        _save_atomically(embedder, run_dir / "embedder.keras")
         metrics = {
             "method": config.method, "dataset": config.dataset, "encoder": config.encoder,
             "profile": config.profile, "loss": config.loss if config.method == "supcon" else "cross_entropy",
@@ -819,12 +819,17 @@ def train_supcon(run_dir, profile="smoke", **settings):
     return run(RunConfig.from_profile(profile, "supcon", **settings), run_dir)
 
 
+def _save_atomically(model, path):
+    temporary = path.with_name(f"{path.stem}.tmp.keras")
+    model.save(temporary)
+    os.replace(temporary, path)
+
+
 def load_encoder(run_dir):
-    """Rebuild a finished run's encoder and pipeline (inference) from ``run_dir``."""
+    """A finished run's ``(encoder, pipeline, config)`` from ``run_dir/embedder.keras``: the
+    pipeline keeps its normalisation constants, so no data set has to be loaded again."""
     run_dir = Path(run_dir)
     config = RunConfig(**json.loads((run_dir / "config.json").read_text()))
-    (x_train, _), _, _ = load_data(config)
-    pipeline = _augmentation(config, x_train)
-    encoder = models.build_encoder(config.encoder, input_shape=x_train.shape[1:])
-    encoder.load_weights(run_dir / "encoder.weights.h5")
+    embedder = keras.saving.load_model(run_dir / "embedder.keras")
+    pipeline, encoder = embedder.layers
     return encoder, pipeline, config

@@ -169,7 +169,7 @@ def test_archive_without_cifar(tmp_path):
 def test_non_archive_file(tmp_path):
     path = tmp_path / "notes.txt"
     path.write_text("x")
-    with pytest.raises(data.DataError, match="not a folder or a .tar.gz"):
+    with pytest.raises(data.DataError, match="not a folder, a .tar.gz/.tgz/.tar archive or a packed .npz file"):
         data.load_cifar10(path)
 
 

@@ -1,6 +1,7 @@
 """supcon_lib.packed: the compact CIFAR-10 file (JPEG mosaics in an .npz), written and read back."""
 
 import io
+import os
 import subprocess
 import sys
 import zipfile
@@ -15,6 +16,12 @@ from supcon_lib import data, packed
 def digits():
     """Real (if small) images: scikit-learn's digits at 32x32x3."""
     return data.load_digits32()
+
+
+def _umask():
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _mean_abs_error(a, b):
@@ -34,6 +41,7 @@ def test_round_trip_keeps_labels_exactly_and_pixels_closely(tmp_path, digits):
     assert 0 < error < 1.5  # JPEG q95 is lossy, but only just
     assert summary["splits"]["train"]["mean_abs_error"] == pytest.approx(error)
     assert summary["bytes"] == path.stat().st_size
+    assert path.stat().st_mode & 0o777 == 0o666 & ~_umask()  # an ordinary file, not mkstemp's 0600
     # Each image decodes on its own tile: the worst image is about as good as the average one.
     per_image = np.abs(x_train.astype(np.int16) - train[0].astype(np.int16)).mean(axis=(1, 2, 3))
     assert per_image.max() < 4 * error + 1

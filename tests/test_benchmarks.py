@@ -1,0 +1,64 @@
+"""benchmarks/speed.py and loss_cost.py: every section runs at a tiny size and reports sanely.
+
+The numbers themselves are measurements, not test results (they live in benchmarks/results and
+the README); these tests only keep the benchmark code working on every backend.
+"""
+
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+
+import loss_cost  # noqa: E402
+import speed  # noqa: E402
+
+from supcon_lib import data  # noqa: E402
+
+TINY_RECIPES = {
+    "original": dict(speed.RECIPES["original"], encoder="resnet_small", batch_size=24),
+    "ours": dict(speed.RECIPES["ours"], encoder="resnet_small", batch_size=16),
+}
+
+
+@pytest.fixture(scope="module")
+def tiny_arrays():
+    (x_train, y_train), (x_test, y_test) = data.load_digits32()
+    return (x_train[:96], y_train[:96]), (x_test[:40], y_test[:40]), data.DIGITS_CLASS_NAMES
+
+
+def test_recipes_budget_and_report(tiny_arrays, monkeypatch):
+    monkeypatch.setattr(speed, "RECIPES", TINY_RECIPES)
+    recipes = speed.bench_recipes(tiny_arrays, steps=1, warmup=1)
+    for name, row in recipes.items():
+        assert row["batch_size"] == TINY_RECIPES[name]["batch_size"]
+        assert row["images_per_second"] == pytest.approx(row["batch_size"] / row["seconds_per_step"])
+    # A zero budget stops pre-training after its first step, whatever the plan was; the probe
+    # afterwards is not cut short.
+    budget = speed.bench_budget(tiny_arrays, recipes, budget_seconds=0.0, probe_epochs=2)
+    for name, row in budget.items():
+        assert row["planned_epochs"] == 1 and row["steps"] == 1
+        assert row["images_seen"] == TINY_RECIPES[name]["batch_size"]
+        assert 0.0 <= row["test_accuracy"] <= 1.0 and 0.0 <= row["knn_accuracy"] <= 1.0
+    pipeline = speed.bench_input_pipeline(tiny_arrays, "resnet_small", 16, steps=2, warmup=1, rounds=2)
+    assert pipeline["rounds"] == 2 and math.isfinite(pipeline["overhead"])
+    report = {"date": "today", "machine": speed.machine(), "data": "digits", "recipes": recipes,
+              "budget_seconds": 0.0, "budget_probe_epochs": 2, "budget": budget, "input_pipeline": pipeline,
+              "loss_cost": [{"batch_size": 8, "loss_ms": 1.0, "step_ms": 2.0}, {"batch_size": 16, "loss_ms": 3.0}],
+              "tsne": {"points": 10, "dim": 2, "seconds": 1.0, "method": "sklearn", "knn_accuracy_2d": 1.0}}
+    text = speed.markdown(report)
+    assert "| original | resnet_small | 24 | 1 | npairs |" in text and "| ours | resnet_small | 16 | 2 | supcon |" in text
+    assert "| original | 1 | 1 | 24 |" in text and "| 16 | 3.0 | not measured |" in text
+
+
+def test_loss_cost_sections_run():
+    args = loss_cost.parse_args(["--sizes", "8", "--repeats", "1"])
+    rng = np.random.default_rng(0)
+    loss = loss_cost.bench_loss(8, args, rng)
+    assert loss["median_ms"] > 0 and loss["min_ms"] <= loss["median_ms"]
+    encoder, _ = loss_cost.build_small_encoder()
+    step = loss_cost.bench_step(8, args, rng, encoder)
+    assert step["median_ms"] > 0
