@@ -1,9 +1,9 @@
 """Shared test set-up: quiet TensorFlow logs, the ``tensorflow_only`` marker and a small CIFAR-10
 copy written by the tests.
 
-The library tests of losses, models, augment and training also run on the JAX backend:
-``KERAS_BACKEND=jax python -m pytest -m "not tensorflow_only" tests/test_losses.py
-tests/test_models.py tests/test_augment.py tests/test_training.py``. Tests that are about TensorFlow itself carry
+The library tests of losses, models, augment and training, and the benchmark tests, also run on
+the JAX backend: ``KERAS_BACKEND=jax python -m pytest -m "not tensorflow_only" tests/test_losses.py
+tests/test_models.py tests/test_augment.py tests/test_training.py tests/test_benchmarks.py``. Tests that are about TensorFlow itself carry
 ``@pytest.mark.tensorflow_only`` and are deselected there (never skipped).
 """
 
