@@ -29,9 +29,11 @@ from pathlib import Path
 if os.environ.setdefault("KERAS_BACKEND", "jax") != "jax":
     sys.exit(f"error: KERAS_BACKEND={os.environ['KERAS_BACKEND']}; this script runs the JAX backend")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
+from speed import write_report  # noqa: E402
 
 from supcon_lib import data, training  # noqa: E402
 
@@ -116,11 +118,7 @@ def main(argv=None):
         print(json.dumps(runs[-1], indent=2), flush=True)
     report = {"date": time.strftime("%Y-%m-%d"), "machine": machine(), "runs": runs,
               "data": f"{args.data} ({len(arrays[0][0])} training, {len(arrays[1][0])} test images)"}
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "full_recipe_jax.json").write_text(json.dumps(report, indent=2) + "\n")
-    text = markdown(report)
-    (args.out / "full_recipe_jax.md").write_text(text + "\n")
-    print(text)
+    write_report(args.out, "full_recipe_jax", report, markdown(report))
     return 0
 
 

@@ -291,12 +291,16 @@ def main(argv=None):
     loss_sizes = [256, 512, 1024, 2048, 4096]
     report["loss_cost"] = bench_loss_cost(loss_sizes[:2], True) + bench_loss_cost(loss_sizes[2:], not args.quick)
     report["tsne"] = bench_tsne()
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "speed.json").write_text(json.dumps(report, indent=2) + "\n")
-    text = markdown(report)
-    (args.out / "speed.md").write_text(text + "\n")
-    print(text)
+    write_report(args.out, "speed", report, markdown(report))
     return 0
+
+
+def write_report(out, stem, report, text):
+    """``out/stem.json`` (the whole report) and ``out/stem.md`` (its tables), then print the tables."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{stem}.json").write_text(json.dumps(report, indent=2) + "\n")
+    (out / f"{stem}.md").write_text(text + "\n")
+    print(text)
 
 
 if __name__ == "__main__":

@@ -337,7 +337,7 @@ class EpochBatches(keras.utils.PyDataset):
         self.batch_size, self.seed, self.shuffle = int(batch_size), int(seed), shuffle
         self.first_epoch, self.last_epoch = int(first_epoch), int(last_epoch)
         self.steps = len(self.inputs) // self.batch_size if shuffle else -(-len(self.inputs) // self.batch_size)
-        self._orders = {}  # epoch -> (steps, batch_size) indices; the current epoch and the next
+        self._epoch, self._order = None, None  # the epoch being read and its (steps, batch_size) indices
 
     def __len__(self):
         return self.steps * (self.last_epoch - self.first_epoch) if self.shuffle else self.steps
@@ -349,10 +349,9 @@ class EpochBatches(keras.utils.PyDataset):
             items = slice(index * self.batch_size, (index + 1) * self.batch_size)
         else:
             epoch, step = self.first_epoch + index // self.steps, index % self.steps
-            if epoch not in self._orders:
-                self._orders = {e: o for e, o in self._orders.items() if e > epoch - 2}
-                self._orders[epoch] = _epoch_batches(len(self.inputs), self.batch_size, self.seed, epoch)
-            items = self._orders[epoch][step]
+            if epoch != self._epoch:  # fit reads in order: one permutation per epoch
+                self._epoch, self._order = epoch, _epoch_batches(len(self.inputs), self.batch_size, self.seed, epoch)
+            items = self._order[step]
         return self.inputs[items], self.labels[items]
 
 
