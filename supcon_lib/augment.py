@@ -10,7 +10,8 @@ model, on the accelerator, on every Keras backend:
   Those two layers were removed from Keras 3 (they changed the image size). The closest stand-in
   that keeps the size fixed is ``RandomZoom(height_factor=0.2, width_factor=0.2)``: it stretches
   or squeezes the content along each axis independently by up to 20%, which is what the removed
-  layers did to the content before the size-agnostic ResNet50V2 saw it.
+  layers did to the content before the size-agnostic ResNet50V2 saw it. Rotation and zoom are
+  done by :class:`RandomRotateZoom`, which draws them as Keras' two layers do but compiles.
 * :func:`supcon_pipeline` - the SupCon paper's augmentation (Khosla et al. 2020, following
   SimCLR): random resized crop (scale 0.2-1), horizontal flip, colour jitter 0.4/0.4/0.4/0.1
   applied with probability 0.8, grayscale with probability 0.2, then per-channel normalisation.
@@ -20,7 +21,14 @@ model, on the accelerator, on every Keras backend:
 Every random layer draws its parameters per image (not per batch), takes a ``seed`` for
 reproducible runs and is the identity when called with ``training=False``; only the deterministic
 scaling and normalisation remain at inference. :class:`MultiView` draws ``num_views`` independent
-views of each image, giving the ``(B, V, H, W, C)`` tensor the SupCon loss expects.
+views of each image, giving the ``(B, V, H, W, C)`` tensor the SupCon loss expects. Under a
+``tf.distribute`` strategy each replica draws its own parameters.
+
+Everything compiles with XLA (``jit_compile=True`` on TensorFlow, ``jax.jit``), as it must on
+the GPUs and TPUs where the library turns XLA on: geometric transforms resample with gathers
+(:func:`affine_transform`) instead of ``keras.ops.image.affine_transform``, whose TensorFlow
+kernel XLA cannot compile, and Keras' own ``RandomRotation``/``RandomZoom`` (not jit-safe for
+that reason) are replaced by :class:`RandomRotateZoom`.
 
 Inputs are images with values in 0..255 (uint8 or float). All code uses ``keras.ops``.
 """
@@ -43,6 +51,8 @@ __all__ = [
     "RandomGrayscale",
     "RandomPadCrop",
     "RandomResizedCrop",
+    "RandomRotateZoom",
+    "affine_transform",
     "baseline_pipeline",
     "build_pipeline",
     "channel_stats",
@@ -61,9 +71,83 @@ def _check_probability(name, value):
         raise ValueError(f"{name} must lie in [0, 1], found {value}")
 
 
+def _replica():
+    """(this replica's index, number of replicas in sync) under a ``tf.distribute`` strategy;
+    (0, 1) elsewhere. The only distribution glue in this module: without it, the random layers
+    of every replica would draw the same crops, flips and colours for the images they hold."""
+    if keras.backend.backend() != "tensorflow":
+        return 0, 1
+    import tensorflow as tf
+
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+        return 0, 1
+    return context.replica_id_in_sync_group, context.num_replicas_in_sync
+
+
 def _per_image(images, values):
     """Reshape a (B,) vector so it broadcasts against (B, H, W, C) images."""
     return ops.reshape(values, (-1, 1, 1, 1))
+
+
+def _fix_index(index, size, fill_mode):
+    """Integer pixel index -> (index inside 0..size-1, inside mask) for a fill mode."""
+    inside = (index >= 0) & (index <= size - 1)
+    if fill_mode == "reflect":  # (d c b a | a b c d | d c b a), period 2 * size
+        index = index - 2 * size * ops.floor(index / (2 * size))
+        index = ops.where(index >= size, 2 * size - 1 - index, index)
+    return ops.clip(index, 0, size - 1), inside
+
+
+def affine_transform(images, transforms, interpolation="bilinear", fill_mode="nearest", fill_value=0.0):
+    """Resample each image of a batch along its own projective transform, with gathers only.
+
+    Computes what ``keras.ops.image.affine_transform`` computes (same ``transforms`` layout: per
+    image ``[a0, a1, a2, b0, b1, b2, c0, c1]``, the output pixel (x, y) reading the input at
+    ``((a0 x + a1 y + a2) / k, (b0 x + b1 y + b2) / k)`` with ``k = c0 x + c1 y + 1``), but
+    written with ``keras.ops.take`` so XLA can compile it: on TensorFlow that op lowers to
+    ``ImageProjectiveTransformV3``, which XLA refuses, on a GPU or TPU as on a CPU.
+
+    Args:
+        images: (B, H, W, C) float images.
+        transforms: (B, 8) float transforms.
+        interpolation: ``"bilinear"`` (four neighbours) or ``"nearest"`` (the nearest pixel).
+        fill_mode: what lies outside the image: ``"nearest"`` (the edge pixel), ``"reflect"``
+            (the image mirrored about its edges) or ``"constant"`` (``fill_value``).
+    """
+    if interpolation not in ("bilinear", "nearest"):
+        raise ValueError(f"interpolation must be 'bilinear' or 'nearest', found {interpolation!r}")
+    if fill_mode not in ("nearest", "reflect", "constant"):
+        raise ValueError(f"fill_mode must be 'nearest', 'reflect' or 'constant', found {fill_mode!r}")
+    images = ops.convert_to_tensor(images)
+    batch, height, width, channels = ops.shape(images)
+    rows = ops.cast(ops.arange(height), "float32")[None, :, None]  # (1, H, 1)
+    cols = ops.cast(ops.arange(width), "float32")[None, None, :]  # (1, 1, W)
+    t = [ops.reshape(transforms[:, i], (-1, 1, 1)) for i in range(8)]
+    k = t[6] * cols + t[7] * rows + 1.0
+    x = (t[0] * cols + t[1] * rows + t[2]) / k  # (B, H, W) input coordinates
+    y = (t[3] * cols + t[4] * rows + t[5]) / k
+    flat = ops.reshape(images, (-1, channels))  # (B * H * W, C)
+    offset = ops.reshape(ops.arange(batch) * (height * width), (-1, 1, 1))
+
+    def read(row, col):
+        """Pixels at integer (row, col) of each image, fill mode applied: (B, H, W, C)."""
+        row, row_inside = _fix_index(row, height, fill_mode)
+        col, col_inside = _fix_index(col, width, fill_mode)
+        index = offset + ops.cast(row, "int32") * width + ops.cast(col, "int32")
+        values = ops.take(flat, index, axis=0)
+        if fill_mode == "constant":
+            inside = ops.expand_dims(row_inside & col_inside, -1)
+            values = ops.where(inside, values, ops.cast(fill_value, values.dtype))
+        return values
+
+    if interpolation == "nearest":
+        return read(ops.floor(y + 0.5), ops.floor(x + 0.5))
+    x0, y0 = ops.floor(x), ops.floor(y)
+    wx, wy = ops.expand_dims(x - x0, -1), ops.expand_dims(y - y0, -1)
+    top = (1.0 - wx) * read(y0, x0) + wx * read(y0, x0 + 1.0)
+    bottom = (1.0 - wx) * read(y0 + 1.0, x0) + wx * read(y0 + 1.0, x0 + 1.0)
+    return (1.0 - wy) * top + wy * bottom
 
 
 class _RandomLayer(keras.layers.Layer):
@@ -84,9 +168,17 @@ class _RandomLayer(keras.layers.Layer):
     def transform(self, images):  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def _uniform(self, images, low, high):
-        batch = ops.shape(images)[0]
-        return keras.random.uniform((batch,), minval=low, maxval=high, seed=self.seed_generator)
+    def _uniform(self, images, low, high, per_image=None):
+        """Uniform draws in [low, high): shape (B,), or (B, per_image). Under a ``tf.distribute``
+        strategy every replica draws its own numbers (see :func:`_replica`)."""
+        shape = (ops.shape(images)[0],) if per_image is None else (ops.shape(images)[0], per_image)
+        replica, replicas = _replica()
+        if replicas == 1:
+            return keras.random.uniform(shape, minval=low, maxval=high, seed=self.seed_generator)
+        # The generator's state is mirrored, so every replica would draw the same numbers: draw
+        # one set per replica (the same on all of them) and keep this replica's own.
+        draws = keras.random.uniform((replicas, *shape), minval=low, maxval=high, seed=self.seed_generator)
+        return ops.take(draws, replica, axis=0)
 
     def _bernoulli(self, images, probability):
         return self._uniform(images, 0.0, 1.0) < probability
@@ -119,12 +211,16 @@ class RandomFlipHorizontal(_RandomLayer):
 class RandomResizedCrop(_RandomLayer):
     """Crop a random region of each image and resize it back to the input size.
 
-    The region covers a fraction ``scale`` of the image area and has aspect ratio (width/height)
-    drawn log-uniformly from ``ratio``, as in torchvision and the SimCLR / SupCon papers. Where the
-    drawn box would not fit, its sides are clipped to the image (torchvision retries instead; the
-    difference only matters for extreme ratios). Resampling is bilinear, via one affine transform
-    per image.
+    The region covers a fraction of the image area drawn from ``scale`` and has an aspect ratio
+    (width/height) drawn log-uniformly from ``ratio``, as in torchvision's ``RandomResizedCrop``
+    and the SimCLR / SupCon papers. A box that does not fit inside the image is drawn again, up to
+    10 times, then the whole image (for ratios that exclude the image's own shape: the largest
+    central box with the nearest allowed ratio) is taken, as torchvision does. Unlike
+    torchvision, box sides and positions are continuous rather than rounded to whole pixels.
+    Resampling is bilinear (:func:`affine_transform`, which XLA compiles).
     """
+
+    attempts = 10
 
     def __init__(self, scale=(0.2, 1.0), ratio=(3 / 4, 4 / 3), seed=None, **kwargs):
         super().__init__(seed=seed, **kwargs)
@@ -135,16 +231,34 @@ class RandomResizedCrop(_RandomLayer):
             raise ValueError(f"ratio must be (low, high) with 0 < low <= high, found {ratio}")
         self.scale, self.ratio = scale, ratio
 
+    def crop_boxes(self, images):
+        """One box per image, ``(left, top, width, height)`` in pixels, each of shape (B,)."""
+        height = ops.cast(ops.shape(images)[1], "float32")
+        width = ops.cast(ops.shape(images)[2], "float32")
+        area = self._uniform(images, *self.scale, per_image=self.attempts) * height * width
+        log_ratio = self._uniform(images, math.log(self.ratio[0]), math.log(self.ratio[1]), per_image=self.attempts)
+        aspect = ops.exp(log_ratio)
+        crop_w, crop_h = ops.sqrt(area * aspect), ops.sqrt(area / aspect)  # (B, attempts)
+        fits = (crop_w <= width) & (crop_h <= height)
+        first = ops.expand_dims(ops.argmax(ops.cast(fits, "int32"), axis=1), 1)  # first box that fits
+        crop_w = ops.squeeze(ops.take_along_axis(crop_w, first, axis=1), 1)
+        crop_h = ops.squeeze(ops.take_along_axis(crop_h, first, axis=1), 1)
+        # No box fitted: torchvision's fallback, the central box of the image's shape clamped to ``ratio``.
+        image_ratio = width / height
+        fallback_w = ops.where(image_ratio > self.ratio[1], height * self.ratio[1], width)
+        fallback_h = ops.where(image_ratio < self.ratio[0], width / self.ratio[0], height)
+        any_fit = ops.any(fits, axis=1)
+        crop_w = ops.where(any_fit, crop_w, fallback_w)
+        crop_h = ops.where(any_fit, crop_h, fallback_h)
+        position_x, position_y = self._uniform(images, 0.0, 1.0), self._uniform(images, 0.0, 1.0)
+        left = ops.where(any_fit, position_x, 0.5) * (width - crop_w)
+        top = ops.where(any_fit, position_y, 0.5) * (height - crop_h)
+        return left, top, crop_w, crop_h
+
     def transform(self, images):
         height = ops.cast(ops.shape(images)[1], "float32")
         width = ops.cast(ops.shape(images)[2], "float32")
-        area = self._uniform(images, *self.scale)
-        log_ratio = self._uniform(images, math.log(self.ratio[0]), math.log(self.ratio[1]))
-        aspect = ops.exp(log_ratio)
-        crop_w = ops.minimum(ops.sqrt(area * aspect), 1.0) * width
-        crop_h = ops.minimum(ops.sqrt(area / aspect), 1.0) * height
-        left = self._uniform(images, 0.0, 1.0) * (width - crop_w)
-        top = self._uniform(images, 0.0, 1.0) * (height - crop_h)
+        left, top, crop_w, crop_h = self.crop_boxes(images)
         # Output pixel centre x_out + 0.5 maps to left + (x_out + 0.5) * crop_w / width in the input.
         scale_x, scale_y = crop_w / width, crop_h / height
         zeros = ops.zeros_like(scale_x)
@@ -156,7 +270,7 @@ class RandomResizedCrop(_RandomLayer):
             ],
             axis=1,
         )
-        return ops.image.affine_transform(images, transform, interpolation="bilinear", fill_mode="nearest")
+        return affine_transform(images, transform, interpolation="bilinear", fill_mode="nearest")
 
     def get_config(self):
         return {**super().get_config(), "scale": self.scale, "ratio": self.ratio}
@@ -167,7 +281,7 @@ class RandomPadCrop(_RandomLayer):
     """Zero-pad by ``padding`` pixels on each side and take a random crop of the original size.
 
     Implemented as an integer translation by (dx, dy) in [-padding, padding] with zero fill, which
-    is exactly pad-then-crop without materialising the padded image.
+    is exactly pad-then-crop without materialising the padded image (one gather per pixel).
     """
 
     def __init__(self, padding=4, seed=None, **kwargs):
@@ -181,10 +295,58 @@ class RandomPadCrop(_RandomLayer):
         shift_y = ops.floor(self._uniform(images, -self.padding, self.padding + 1))
         ones, zeros = ops.ones_like(shift_x), ops.zeros_like(shift_x)
         transform = ops.stack([ones, zeros, shift_x, zeros, ones, shift_y, zeros, zeros], axis=1)
-        return ops.image.affine_transform(images, transform, interpolation="nearest", fill_mode="constant")
+        return affine_transform(images, transform, interpolation="nearest", fill_mode="constant")
 
     def get_config(self):
         return {**super().get_config(), "padding": self.padding}
+
+
+@_SERIALIZABLE
+class RandomRotateZoom(_RandomLayer):
+    """Keras' ``RandomRotation(rotation)`` followed by ``RandomZoom(zoom, zoom)``, in one
+    resampling that XLA can compile (Keras marks both layers not jit-safe).
+
+    Per image: an angle drawn from ``[-rotation, rotation]`` of a full turn, and independent zoom
+    factors for height and width drawn from ``[1 - zoom, 1 + zoom]`` (above 1 zooms out), both
+    about the image centre, as the two Keras layers draw them; bilinear, with the image mirrored
+    beyond its edges (their default ``fill_mode="reflect"``). Composing the two maps before
+    resampling interpolates once instead of twice, so the result is slightly sharper.
+    """
+
+    def __init__(self, rotation=0.02, zoom=0.2, seed=None, **kwargs):
+        super().__init__(seed=seed, **kwargs)
+        if not 0 <= float(rotation) <= 0.5:
+            raise ValueError(f"rotation must lie in [0, 0.5] (a fraction of a full turn), found {rotation}")
+        if not 0 <= float(zoom) < 1:
+            raise ValueError(f"zoom must lie in [0, 1), found {zoom}")
+        self.rotation, self.zoom = float(rotation), float(zoom)
+
+    @staticmethod
+    def transforms(angle, zoom_y, zoom_x, height, width):
+        """(B, 8) transforms for :func:`affine_transform`: per image, rotate by ``angle`` (a
+        fraction of a full turn, in the sense of Keras' ``RandomRotation``) and zoom by
+        ``zoom_y``, ``zoom_x`` (as Keras' ``RandomZoom``), both about the image centre."""
+        centre_y, centre_x = (height - 1.0) / 2.0, (width - 1.0) / 2.0
+        cos, sin = ops.cos(angle * (2 * math.pi)), ops.sin(angle * (2 * math.pi))
+        # input = centre + R(angle) Z (output - centre): zoom about the centre, then rotate.
+        a0, a1 = cos * zoom_x, -sin * zoom_y
+        b0, b1 = sin * zoom_x, cos * zoom_y
+        a2 = centre_x - a0 * centre_x - a1 * centre_y
+        b2 = centre_y - b0 * centre_x - b1 * centre_y
+        zeros = ops.zeros_like(a0)
+        return ops.stack([a0, a1, a2, b0, b1, b2, zeros, zeros], axis=1)
+
+    def transform(self, images):
+        angle = self._uniform(images, -self.rotation, self.rotation)
+        zoom_y = self._uniform(images, 1.0 - self.zoom, 1.0 + self.zoom)
+        zoom_x = self._uniform(images, 1.0 - self.zoom, 1.0 + self.zoom)
+        height = ops.cast(ops.shape(images)[1], "float32")
+        width = ops.cast(ops.shape(images)[2], "float32")
+        transforms = self.transforms(angle, zoom_y, zoom_x, height, width)
+        return affine_transform(images, transforms, interpolation="bilinear", fill_mode="reflect")
+
+    def get_config(self):
+        return {**super().get_config(), "rotation": self.rotation, "zoom": self.zoom}
 
 
 def _grayscale(images):
@@ -385,14 +547,14 @@ def original_pipeline(train_images, seed=None, name="original_augmentation"):
         raise ValueError("the original pipeline adapts its normalisation: pass the training images")
     normalize = keras.layers.Normalization(name="normalize")
     normalize.adapt(np.asarray(train_images, np.float32))
-    seeds = _seeds(seed, 3)
+    seeds = _seeds(seed, 2)
     return keras.Sequential(
         [
             normalize,
-            keras.layers.RandomFlip("horizontal", seed=seeds[0]),
-            keras.layers.RandomRotation(0.02, seed=seeds[1]),
-            # Stand-in for the removed RandomWidth(0.2) + RandomHeight(0.2).
-            keras.layers.RandomZoom(height_factor=0.2, width_factor=0.2, seed=seeds[2]),
+            RandomFlipHorizontal(seed=seeds[0]),
+            # RandomRotation(0.02), then a stand-in for the removed RandomWidth(0.2) +
+            # RandomHeight(0.2): RandomZoom(0.2, 0.2), both in one XLA-compilable layer.
+            RandomRotateZoom(rotation=0.02, zoom=0.2, seed=seeds[1]),
         ],
         name=name,
     )
