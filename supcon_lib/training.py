@@ -235,10 +235,12 @@ def select_precision(requested="auto"):
 
 
 def select_jit(requested="auto"):
-    """XLA on accelerators; off on CPUs, where it measured about 2x slower on 2 cores."""
+    """Whether ``fit`` compiles its steps with XLA: always on JAX (without it, ``jax.jit`` is off
+    and every operation runs on its own), and on GPUs and TPUs with TensorFlow. TensorFlow on a
+    CPU runs its own graph instead: ``benchmarks/compile_modes.py`` measures both choices."""
     if requested != "auto":
         return requested == "on"
-    return _accelerator()[0] in ("gpu", "tpu")
+    return keras.backend.backend() == "jax" or _accelerator()[0] in ("gpu", "tpu")
 
 
 def select_strategy(requested="auto"):
@@ -508,8 +510,9 @@ class EpochCheckpointer:
         state = json.loads(self.marker.read_text())
         with np.load(self.folder / state["file"]) as arrays:
             values = [arrays[f"v{i}"] for i in range(len(arrays.files))]
-        if not model.optimizer.built:
-            model.optimizer.build(model.trainable_variables)
+        if not model.optimizer.built:  # its slots belong to the model's strategy (TensorFlow), if any
+            with strategy_scope(getattr(model, "distribute_strategy", None)):
+                model.optimizer.build(model.trainable_variables)
         variables = _state_variables(model)
         if len(values) != len(variables):
             raise ValueError(

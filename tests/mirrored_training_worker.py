@@ -1,7 +1,9 @@
 """Run by test_distributed_training.py in a fresh process (logical devices must be configured
-before TensorFlow starts): one epoch of SupCon on two logical CPU devices and on one device.
+before TensorFlow starts): one epoch of SupCon on two logical CPU devices and on one device, and
+the SupCon augmentation on both replicas.
 
-Prints one JSON line: per strategy, the first step's loss, the replica count and the epochs done.
+Prints one JSON line: per strategy, the first step's loss, the replica count and the epochs done;
+under "augment", whether the two replicas drew the same views of the same images.
 """
 
 import json
@@ -16,8 +18,9 @@ tf.config.set_logical_device_configuration(
     tf.config.list_physical_devices("CPU")[0], [tf.config.LogicalDeviceConfiguration()] * 2)
 
 import keras  # noqa: E402
+import numpy as np  # noqa: E402
 
-from supcon_lib import training  # noqa: E402
+from supcon_lib import augment, training  # noqa: E402
 
 
 class FirstStepLoss(keras.callbacks.Callback):
@@ -28,19 +31,46 @@ class FirstStepLoss(keras.callbacks.Callback):
             self.loss = float(logs["loss"])
 
 
+def replica_views(jit_compile):
+    """Both replicas augment the same 8 copies of one image."""
+    strategy = training.select_strategy("mirrored")
+    with strategy.scope():
+        pipeline = augment.supcon_pipeline(seed=0)
+        pipeline.build((None, 32, 32, 3))
+    images = tf.constant(np.repeat(np.random.default_rng(0).integers(0, 256, (1, 32, 32, 3)), 8, 0), tf.float32)
+    # As Keras' train function: the per-replica step compiled, strategy.run inside a tf.function.
+    step = tf.function(lambda x: pipeline(x, training=True), jit_compile=jit_compile)
+    views = tf.function(lambda x: strategy.run(step, args=(x,)))(images)
+    first, second = (v.numpy() for v in strategy.experimental_local_results(views))
+    return {"replicas": strategy.num_replicas_in_sync,
+            "same_views": [bool(np.allclose(a, b)) for a, b in zip(first, second)],
+            "distinct_within_replica": len({v.tobytes() for v in first})}
+
+
+def config_for(strategy):
+    return training.RunConfig.from_profile(
+        "smoke", "supcon", train_size=128, test_size=100, batch_size=64, epochs=1, probe_epochs=1,
+        augmentation="none", strategy=strategy, verbose=0, seed=0)
+
+
 def main(folder):
-    report = {}
+    # Graph mode only: XLA cannot run under MirroredStrategy on *logical* CPU devices (the CPU
+    # cluster is placed on CPU:0 and refuses replica 1's variables, model weights included).
+    report = {"augment": replica_views(jit_compile=False)}
     for strategy in ("mirrored", "default"):
         # No augmentation: both runs must see exactly the same global batch (the random layers'
         # draws are per replica under a strategy, so augmented views would differ).
-        config = training.RunConfig.from_profile(
-            "smoke", "supcon", train_size=128, test_size=100, batch_size=64, epochs=1, probe_epochs=1,
-            augmentation="none", strategy=strategy, verbose=0, seed=0)
         first = FirstStepLoss()
-        result = training.run(config, os.path.join(folder, strategy), callbacks=[first])
+        result = training.run(config_for(strategy), os.path.join(folder, strategy), callbacks=[first])
+        if strategy == "mirrored":
+            result_for_mirrored = result.metrics
         report[strategy] = {"first_step_loss": first.loss, "replicas": result.metrics["replicas"],
                             "epochs": len(result.metrics["history"]["pretrain"]["loss"]),
                             "test_accuracy": result.metrics["test_accuracy"]}
+    # Started again, the finished mirrored run restores its checkpoints (optimizer slots built
+    # under the strategy) and trains nothing.
+    restarted = training.run(config_for("mirrored"), os.path.join(folder, "mirrored"))
+    report["mirrored"]["restart_history_equal"] = restarted.metrics["history"] == result_for_mirrored["history"]
     print(json.dumps(report))
 
 

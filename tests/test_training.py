@@ -206,15 +206,33 @@ def test_warmup_then_cosine_schedule():
 
 
 def test_device_choices(monkeypatch):
-    assert training.select_precision() == "float32"  # these test machines have no GPU
-    assert training.select_jit() is False
-    cases = {("gpu", (7.5,)): "mixed_float16", ("gpu", (8.0,)): "mixed_bfloat16",
-             ("gpu", (9.0, 9.0)): "mixed_bfloat16", ("tpu", ()): "mixed_bfloat16"}
+    # Whatever this machine has: the choices are made from what _accelerator reports.
+    cases = {("cpu", ()): "float32", ("gpu", (6.1,)): "float32", ("gpu", (7.5,)): "mixed_float16",
+             ("gpu", (8.0,)): "mixed_bfloat16", ("gpu", (9.0, 9.0)): "mixed_bfloat16", ("gpu", (7.5, 8.0)): "mixed_float16",
+             ("tpu", ()): "mixed_bfloat16"}
     for (kind, capabilities), expected in cases.items():
         monkeypatch.setattr(training, "_accelerator", lambda k=kind, c=capabilities: (k, list(c)))
         assert training.select_precision() == expected
-        assert training.select_jit() is True
+        # XLA: always on JAX (jax.jit), on accelerators with TensorFlow, off for TensorFlow on a CPU.
+        assert training.select_jit() is (keras.backend.backend() == "jax" or kind != "cpu")
     assert training.select_precision("float32") == "float32"
+    assert training.select_jit("on") is True and training.select_jit("off") is False
+
+
+@pytest.mark.parametrize("method, precision", [("ce", "mixed_float16"), ("supcon", "mixed_float16"),
+                                               ("supcon", "mixed_bfloat16")])
+def test_gpu_settings_train_on_the_cpu(tmp_path, digits_arrays, method, precision):
+    # What a GPU reader runs (XLA on, mixed precision: float16 on a T4, bfloat16 from the A100 on),
+    # forced on the CPU, where XLA refuses the same operations as on a GPU. Before the augmentation
+    # was written with gathers, both recipes failed here at their first step.
+    config = training.RunConfig.from_profile("smoke", method, **dict(
+        TINY, train_size=100, batch_size=25, epochs=2, probe_epochs=2, jit_compile="on", precision=precision))
+    metrics = training.run(config, tmp_path / method, arrays=digits_arrays).metrics
+    assert metrics["jit_compile"] is True and metrics["precision"] == precision
+    losses = metrics["history"]["train" if method == "ce" else "pretrain"]["loss"]
+    assert len(losses) == 2 and np.all(np.isfinite(losses))
+    assert losses[1] < losses[0]  # 8 steps: the loss falls
+    assert keras.config.dtype_policy().name == "float32"  # the run restores the global policy
 
 
 @pytest.mark.parametrize(
