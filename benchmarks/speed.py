@@ -95,11 +95,10 @@ class WallClockBudget(keras.callbacks.Callback):
 
 def _compiled_supcon_model(config, x_train):
     strategy = training.select_strategy(config.strategy)
+    steps = max(1, len(x_train) // config.batch_size)
     with training.strategy_scope(strategy):
-        model, _, _ = training.build_supcon_model(config, x_train)
-        steps = max(1, len(x_train) // config.batch_size)
-        model.compile(optimizer=training.make_optimizer(config, steps, config.epochs),
-                      loss=training._contrastive_loss(config), jit_compile=training.select_jit(config.jit_compile))
+        model, _, _ = training.build_compiled_model(config, x_train, None, steps,
+                                                    training.select_jit(config.jit_compile))
     return model
 
 
@@ -119,6 +118,7 @@ def bench_recipes(arrays, steps, warmup):
         dataset = training.make_dataset(x_train, y_train, config.batch_size, config.seed, 0, 1000)
         seconds = time_steps(model, dataset, steps, warmup)
         rows[name] = {"encoder": config.encoder, "batch_size": config.batch_size, "views": config.views,
+                      "jit_compile": training.select_jit(config.jit_compile),
                       "loss": config.loss, "seconds_per_step": seconds,
                       "images_per_second": config.batch_size / seconds,
                       "seconds_per_50k_epoch": 50_000 / (config.batch_size / seconds)}
@@ -245,6 +245,9 @@ def markdown(report):
         lines.append(f"| {name} | {r['encoder']} | {r['batch_size']} | {r['views']} | {r['loss']} | "
                      f"{r['images_per_second']:.1f} | {r['seconds_per_50k_epoch']:.0f} |")
     lines.append(f"\nThroughput ratio ours / original: {rec['ours']['images_per_second'] / rec['original']['images_per_second']:.2f}")
+    modes = {r.get("jit_compile") for r in rec.values()}
+    if len(modes) == 1 and None not in modes:
+        lines.append(f"Both recipes compiled the same way: XLA {'on' if modes.pop() else 'off'}.")
     if report.get("budget"):
         lines += ["", f"Same wall-clock budget ({report['budget_seconds']:g} s of pre-training; then "
                   f"{report['budget_probe_epochs']} probe epochs on frozen features):", "",

@@ -455,10 +455,25 @@ def build_supcon_model(config, train_images):
     return keras.Model(inputs, projections, name="supcon_pretraining"), encoder, pipeline
 
 
-def _contrastive_loss(config):
+def contrastive_loss(config):
+    """The phase-1 loss a SupCon config asks for (``SupConLoss``, SimCLR's, or ``NPairsLoss``)."""
     if config.loss == "npairs":
         return losses.NPairsLoss(config.temperature)
     return losses.SupConLoss(config.temperature, config.formulation, use_labels=config.loss == "supcon")
+
+
+def build_compiled_model(config, train_images, num_classes, steps_per_epoch, jit_compile):
+    """The model of ``config.method`` compiled as :func:`run` compiles it (call it inside the
+    strategy's scope, if any); returns (model, encoder, pipeline)."""
+    optimizer = make_optimizer(config, steps_per_epoch, config.epochs)
+    if config.method == "ce":
+        model, encoder, pipeline = build_ce_model(config, train_images, num_classes)
+        model.compile(optimizer=optimizer, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                      metrics=["accuracy"], jit_compile=jit_compile)
+    else:
+        model, encoder, pipeline = build_supcon_model(config, train_images)
+        model.compile(optimizer=optimizer, loss=contrastive_loss(config), jit_compile=jit_compile)
+    return model, encoder, pipeline
 
 
 # ------------------------------------------------------------------------------------------------
@@ -694,15 +709,7 @@ def _run_locked(config, run_dir, callbacks, started, x_train, y_train, x_test, y
         steps = max(1, len(x_train) // min(config.batch_size, len(x_train)))
         history = {}
         with strategy_scope(strategy):
-            if config.method == "ce":
-                model, encoder, pipeline = build_ce_model(config, x_train, num_classes)
-                model.compile(optimizer=make_optimizer(config, steps, config.epochs),
-                              loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                              metrics=["accuracy"], jit_compile=jit)
-            else:
-                model, encoder, pipeline = build_supcon_model(config, x_train)
-                model.compile(optimizer=make_optimizer(config, steps, config.epochs),
-                              loss=_contrastive_loss(config), jit_compile=jit)
+            model, encoder, pipeline = build_compiled_model(config, x_train, num_classes, steps, jit)
         if strategy is not None and strategy.num_replicas_in_sync > 1:
             _synchronize_batch_norm(encoder)
         phase = "train" if config.method == "ce" else "pretrain"

@@ -62,3 +62,17 @@ def test_loss_cost_sections_run():
     encoder, _ = loss_cost.build_small_encoder()
     step = loss_cost.bench_step(8, args, rng, encoder)
     assert step["median_ms"] > 0
+
+
+def test_compile_modes_runs_both_modes(tiny_arrays):
+    import compile_modes
+
+    args = compile_modes.parse_args(["--steps", "1", "--rounds", "2", "--batch-size", "16", "--encoder", "resnet_small"])
+    (x_train, y_train), (x_test, y_test), _ = tiny_arrays
+    report = {"date": "today", "machine": speed.machine(), "steps": 1, "rounds": 2, "methods": {
+        method: compile_modes.bench_method(method, ((x_train, y_train), (x_test, y_test)), args) for method in ("ce", "supcon")}}
+    for row in report["methods"].values():
+        assert set(row["xla"]) == {"on", "off"} and all(len(mode["rounds"]) == 2 for mode in row["xla"].values())
+        assert row["speed_up"] == pytest.approx(row["xla"]["off"]["seconds_per_step"] / row["xla"]["on"]["seconds_per_step"])
+    assert report["methods"]["supcon"]["views"] == 2
+    assert "| supcon | resnet_small | 16 | 2 |" in compile_modes.markdown(report)
