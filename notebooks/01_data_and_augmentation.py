@@ -7,7 +7,8 @@
 #
 # **In this notebook we will**
 # - load CIFAR-10 (or, offline, the digits that ship with scikit-learn) and look at every class;
-# - port the original keras-io example's augmentation to Keras 3 and put it next to the SupCon paper's;
+# - port the original keras-io example's augmentation to Keras 3 and put it next to the SupCon
+#   paper's and the cross-entropy baseline's;
 # - draw several views of the same images and *measure* how far apart each pipeline pushes them.
 #
 # **Prerequisites:** Python, NumPy, a first Keras model. No GPU needed.
@@ -29,6 +30,7 @@ REPOSITORY = "supcon-teaching/supcon"  # the one repository address (supcon_lib.
 if IS_COLAB:
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", f"git+https://github.com/{REPOSITORY}"], check=True)
 
+import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 from supcon_lib import augment, data, runtime, training, viz  # noqa: E402
@@ -68,17 +70,26 @@ print("mean (R, G, B):", np.round(channel_mean, 4))
 print("std  (R, G, B):", np.round(channel_std, 4))
 
 # %% [markdown]
-# ## Two augmentations
+# ## Three augmentations: the original example's, the paper's, and the baseline's
 # **The original example (2020)** normalised, flipped, rotated by up to 2% of a turn and stretched
-# width and height by up to 20% with `RandomWidth` / `RandomHeight`. Keras 3 removed those two
-# layers (they changed the image size); `RandomZoom(height_factor=0.2, width_factor=0.2)` does the
-# same to the content while keeping 32x32, and is our stand-in.
+# width and height by up to 20% with `RandomWidth` / `RandomHeight`. Keras 3 has neither layer
+# (checked below); `RandomZoom(height_factor=0.2, width_factor=0.2)` does the same to the content
+# while keeping 32x32, and is our stand-in. Keras' `RandomRotation` and `RandomZoom` cannot be
+# compiled by XLA on TensorFlow (which the library turns on for GPUs), so `RandomRotateZoom` draws
+# the rotation and both zoom factors as those two layers do and resamples once, with gathers.
 #
 # **The SupCon paper** (following SimCLR) is much stronger: a random crop of 20-100% of the area
 # resized back to 32x32, a flip, colour jitter (brightness, contrast, saturation 0.4, hue 0.1)
-# with probability 0.8, and grayscale with probability 0.2. Colour changes matter: without them
-# two crops of one image can be matched by their colour histogram alone, and the encoder learns
-# little else.
+# with probability 0.8, and grayscale with probability 0.2. Colour changes matter: with cropping
+# alone, the crops of one image share a colour distribution, and "color histograms alone suffice
+# to distinguish images" (SimCLR, Chen et al. 2020,
+# [arXiv:2002.05709](https://arxiv.org/abs/2002.05709), section 3 and Figure 6), so two crops can
+# be matched by their colours and the encoder learns little else.
+#
+# **The baseline** is the classic augmentation for training a CIFAR classifier with
+# cross-entropy: pad 4 pixels on each side, take a random 32x32 crop, and flip horizontally
+# (He et al. 2016, [arXiv:1512.03385](https://arxiv.org/abs/1512.03385), section 4.2).
+# Notebook 04's cross-entropy runs use it by default (printed below).
 #
 # All layers draw their random parameters per image, are seeded, and are the identity at
 # inference (`training=False`), leaving only the normalisation.
@@ -91,12 +102,16 @@ pipelines = {
 }
 for name, pipeline in pipelines.items():
     print(f"{name:9s}", " -> ".join(type(layer).__name__ for layer in pipeline.layers))
+baseline_default = training.RunConfig.from_profile(PROFILE, "ce").augmentation_kind
+print("cross-entropy runs augment with:", baseline_default)
+assert baseline_default == "baseline"
+assert not any(hasattr(keras.layers, name) for name in ("RandomWidth", "RandomHeight"))
 
 # %%
 rng = np.random.default_rng(0)
 shown = np.array([rng.choice(np.flatnonzero(y_train == c)) for c in range(6)])
 row_labels = [class_names[y_train[i]] for i in shown]
-for name in ("original", "supcon"):
+for name in pipelines:
     views = augment.to_display(augment.make_views(x_train[shown], pipelines[name], num_views=5), pipelines[name])
     fig = viz.plot_views_grid(x_train[shown], views, row_labels, title=f"{name} augmentation: five views per image")
     if PROFILE == "cpu":
@@ -136,8 +151,9 @@ assert similarity["supcon"] < similarity["original"], "the paper's augmentation 
 #
 # ## Summary
 # In this notebook we loaded the data through `supcon_lib.data` (a local CIFAR-10 copy read
-# safely, or the offline digits), built three augmentation pipelines as Keras layers, looked at
-# their views, and measured that the SupCon pipeline makes two views of one image much less alike
+# safely, or the offline digits), built three augmentation pipelines as Keras layers (the
+# original example's, the SupCon paper's and the cross-entropy baseline's), looked at their views,
+# and measured that the SupCon pipeline makes two views of one image much less alike
 # in pixel space than the original example's.
 #
 # ## Exercises

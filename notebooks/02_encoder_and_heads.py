@@ -7,13 +7,14 @@
 #
 # **In this notebook we will**
 # - follow a 32x32 image through ResNet50V2 (ImageNet stem) and through a CIFAR ResNet-18, block by block;
+# - meet `resnet_small`, the quarter-width CIFAR ResNet that the CPU profiles of notebooks 04 and 05 train;
 # - count parameters of the encoders and heads;
 # - measure, with numbers, how an output ReLU confines the projections to one orthant, and what
 #   that costs the SupCon loss.
 #
 # **Prerequisites:** notebook 01; convolutions, strides and pooling.
 #
-# **Run time:** every profile about 30 s on a CPU (nothing is trained here).
+# **Run time:** every profile about 10 s on a CPU (nothing is trained here).
 
 # %% [markdown]
 # ## Setup
@@ -30,7 +31,7 @@ if IS_COLAB:
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from supcon_lib import losses, models, runtime  # noqa: E402
+from supcon_lib import losses, models, runtime, training  # noqa: E402
 
 runtime.start_notebook(seed=0, trains=False)
 
@@ -45,7 +46,10 @@ print(PROFILE)
 # next three stages halves the resolution again (32x in all). On 224x224 that ends at 7x7; on
 # CIFAR's 32x32 it reaches 1x1 before the last stage, so the last (and widest) stage sees a single
 # spatial position. The CIFAR stem replaces all that with one 3x3 convolution of stride 1 and no
-# pooling; the last stage then works on 4x4 maps.
+# pooling; the last stage then works on 4x4 maps. It is the stem of the SupCon authors' own code:
+# `networks/resnet_big.py` in their repository
+# [HobbitLong/SupContrast](https://github.com/HobbitLong/SupContrast) starts every ResNet with a
+# 3x3 stride-1 convolution and no max-pool.
 #
 # The sizes below are read off the built models, block by block.
 
@@ -54,19 +58,15 @@ resnet50v2 = models.build_encoder("resnet50v2")
 resnet18 = models.build_encoder("resnet18")
 
 
-def block_sizes(model):
-    return [(name, shape) for name, shape in models.feature_map_sizes(model, include_convolutions=False)]
-
-
-def print_sizes(title, sizes, every=1):
+def print_sizes(title, model):
     print(title)
-    for name, shape in sizes[::every]:
+    for name, shape in models.feature_map_sizes(model, include_convolutions=False):
         print(f"  {name:28s} {shape}")
 
 
-print_sizes("ResNet50V2 (ImageNet stem) on 32x32x3:", block_sizes(resnet50v2))
+print_sizes("ResNet50V2 (ImageNet stem) on 32x32x3:", resnet50v2)
 print()
-print_sizes("ResNet-18 (CIFAR stem) on 32x32x3:", block_sizes(resnet18))
+print_sizes("ResNet-18 (CIFAR stem) on 32x32x3:", resnet18)
 
 # %%
 def last_stage_resolution(model):
@@ -80,16 +80,39 @@ assert last_stage_resolution(resnet50v2) == (1, 1) and last_stage_resolution(res
 
 # %% [markdown]
 # At 1x1, a 3x3 convolution only ever sees its centre weight, and padding fills the rest: most of
-# ResNet50V2's last stage does nothing useful on CIFAR. The original example still reached 78-82%
-# (its reported numbers), but every CIFAR result in the SupCon paper uses a CIFAR stem.
+# ResNet50V2's last stage does nothing useful on CIFAR. The original example still printed
+# "Test accuracy: 78.24%" for its cross-entropy baseline and "Test accuracy: 81.71%" for SupCon
+# (the printed outputs of the keras-io example
+# ["Supervised Contrastive Learning"](https://keras.io/examples/vision/supervised-contrastive-learning/)
+# by Khalid Salama, 2020-11-30); the SupCon authors' code uses the CIFAR stem.
 #
+# ## A small CIFAR ResNet for CPUs
+# Notebooks 04 and 05 train `resnet_small` in their `smoke` and `cpu` profiles: the CIFAR
+# ResNet-18 recipe (CIFAR stem, basic blocks, stride-2 first block in stages 2-4) at a quarter of
+# the width (16/32/64/128 channels) and with one block per stage instead of two, so that a CPU
+# can train it in minutes. Its sizes and weights, read off the built model:
+
+# %%
+
+resnet_small = models.build_encoder("resnet_small")
+print_sizes("resnet_small (CIFAR stem) on 32x32x3:", resnet_small)
+small_weights, resnet18_weights = (sum(models.count_parameters(m)) for m in (resnet_small, resnet18))
+print(f"weights: resnet_small {small_weights:,d}, ResNet-18 {resnet18_weights:,d} "
+      f"({resnet18_weights / small_weights:.0f}x more)")
+encoders = {profile: training.RunConfig.from_profile(profile, "supcon").encoder for profile in training.PROFILES}
+print("encoder per profile:", encoders)
+assert models.feature_map_sizes(resnet_small, include_convolutions=False)[0][1] == (32, 32, 16)
+assert last_stage_resolution(resnet_small) == (4, 4) and models.encoder_feature_dim("resnet_small") == 128
+assert encoders["smoke"] == encoders["cpu"] == "resnet_small" and encoders["full"] == "resnet18"
+
+# %% [markdown]
 # ## Parameter counts
 
 # %%
+built = {"resnet50v2": resnet50v2, "resnet18": resnet18, "resnet_small": resnet_small}
 rows = []
 for name in models.ENCODERS:
-    encoder = resnet50v2 if name == "resnet50v2" else resnet18 if name == "resnet18" else models.build_encoder(name)
-    trainable, frozen = models.count_parameters(encoder)
+    trainable, frozen = models.count_parameters(built[name])
     rows.append((name, models.encoder_feature_dim(name), trainable, frozen))
 feature_dim = models.encoder_feature_dim("resnet18")
 for kind in models.PROJECTION_HEADS:
@@ -110,11 +133,20 @@ for name, dim, trainable, frozen in rows:
 # The original example's projection head is `Dense(128, activation="relu")`. Its outputs are never
 # negative, so after L2 normalisation every pair of projections has a cosine similarity of at least
 # 0: two classes can at best be *orthogonal*, never opposed. The paper's head ends in a linear layer.
-# Let us look at both heads, untrained, on random zero-mean feature vectors (a stand-in for the
-# varied features of a trained encoder):
+#
+# What goes into the head? Every encoder here ends in a ReLU followed by global average pooling, so
+# its features are never negative either, trained or not. We check that on all three (untrained)
+# encoders, then feed the heads the features of `resnet_small` on random images. To see what each
+# head *can* produce, we also give each head a bias that centres its pre-activations on this batch
+# (as training could learn): the linear head then outputs both signs, the ReLU head still cannot.
 
 # %%
-features = np.random.default_rng(0).normal(size=(256, 512)).astype("float32")
+images = np.random.default_rng(0).normal(size=(256, 32, 32, 3)).astype("float32")  # normalised-image scale
+for name, encoder in built.items():
+    encoder_output = keras.ops.convert_to_numpy(encoder(images[:16]))
+    print(f"{name:12s} features: min {encoder_output.min():.3f}, shape {encoder_output.shape}")
+    assert encoder_output.min() >= 0
+features = keras.ops.convert_to_numpy(resnet_small(images))  # (256, 128), all >= 0
 
 
 def pairwise_cosines(vectors):
@@ -124,11 +156,19 @@ def pairwise_cosines(vectors):
     return cosines[~np.eye(len(unit), dtype=bool)]
 
 
-for kind in ("original", "linear", "mlp"):
+negative_share = {}
+for kind in ("original", "linear"):
     head = models.build_projection_head(kind, input_dim=features.shape[-1], projection_dim=128)
-    cosines = pairwise_cosines(keras.ops.convert_to_numpy(head(features)))
-    print(f"head '{kind}': min cosine {cosines.min():+.3f}, mean {cosines.mean():+.3f}, "
-          f"share of negative cosines {np.mean(cosines < 0):.1%}")
+    dense = head.layers[-1]
+    for bias in ("zero", "centring"):
+        if bias == "centring":  # b = -mean(W f): the pre-activations have mean 0 over the batch
+            dense.bias.assign(-np.mean(features @ keras.ops.convert_to_numpy(dense.kernel), axis=0))
+        cosines = pairwise_cosines(keras.ops.convert_to_numpy(head(features)))
+        negative_share[kind, bias] = np.mean(cosines < 0)
+        print(f"head '{kind}', {bias} bias: min cosine {cosines.min():+.3f}, mean {cosines.mean():+.3f}, "
+              f"share of negative cosines {negative_share[kind, bias]:.1%}")
+assert negative_share["original", "zero"] == negative_share["original", "centring"] == 0
+assert negative_share["linear", "centring"] > 0.3
 
 # %% [markdown]
 # What does that cost the loss? Take the ideal outcome of training, every view of a class mapped
@@ -155,12 +195,13 @@ for temperature in (0.05, 0.1, 0.5, 1.0):
               for p in (orthogonal, simplex)]
     gaps[temperature] = values[0] - values[1]
     print(f"{temperature:11.2f} {values[0]:18.4f} {values[1]:17.4f} {gaps[temperature]:8.4f}")
-assert gaps[0.1] < 0.01 < gaps[0.5] and gaps[1.0] > 0.01
+    assert min(values) >= floor - 1e-5
+assert min(gaps.values()) >= 0 and gaps[0.1] < 0.01 < gaps[0.5] and gaps[1.0] > 0.01
 
 # %% [markdown]
-# The ReLU head gives only non-negative cosines; the linear head, on zero-mean inputs, gives both
-# signs. (The MLP's hidden ReLU makes its untrained outputs share a positive component, but its
-# linear output layer can learn to remove it; the ReLU head can never produce a negative cosine.)
+# The ReLU head gives only non-negative cosines, whatever its bias; the linear head gives both
+# signs once its bias removes the common component that non-negative features share (asserted).
+# The paper's MLP head ends in such a linear layer, so it can learn the same.
 #
 # Both prototype arrangements sit at or above the floor log|P(i)| (notebook 03 derives it), and
 # the simplex is never worse. How much the ReLU costs at the optimum depends on the temperature:
@@ -171,9 +212,10 @@ assert gaps[0.1] < 0.01 < gaps[0.5] and gaps[1.0] > 0.01
 #
 # ## Summary
 # In this notebook we traced a 32x32 image through two stems: ResNet50V2's ImageNet stem leaves
-# its last stage a 1x1 map, the CIFAR stem a 4x4 one. We counted parameters of every encoder and
-# head, and measured that a ReLU at the projection head's output forces non-negative cosines,
-# which raises the best reachable SupCon loss.
+# its last stage a 1x1 map, the CIFAR stem a 4x4 one. We met `resnet_small`, the quarter-width,
+# one-block-per-stage CIFAR ResNet of the CPU profiles, counted parameters of every encoder and
+# head, checked that every encoder's features are non-negative, and measured that a ReLU at the
+# projection head's output forces non-negative cosines, which raises the best reachable SupCon loss.
 #
 # ## Exercises
 # 1. Build ResNet50V2 for 64x64 inputs (`input_shape=(64, 64, 3)`): at what resolution does its last stage work now?
