@@ -38,7 +38,7 @@ from supcon_lib import augment, data, runtime, training, viz  # noqa: E402
 runtime.start_notebook(seed=0, trains=False)
 
 # %% tags=["parameters"]
-PROFILE = runtime.choose_profile()  # SUPCON_PROFILE=smoke|cpu|full; default: full on a GPU, else smoke
+PROFILE = runtime.choose_profile()  # SUPCON_PROFILE=smoke|cpu|gpu|full; default: gpu on a GPU, else smoke
 print(PROFILE, "-", runtime.PROFILE_DESCRIPTIONS[PROFILE])
 
 # %% [markdown]

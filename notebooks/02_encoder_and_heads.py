@@ -36,7 +36,7 @@ from supcon_lib import losses, models, runtime, training  # noqa: E402
 runtime.start_notebook(seed=0, trains=False)
 
 # %% tags=["parameters"]
-PROFILE = runtime.choose_profile()  # SUPCON_PROFILE=smoke|cpu|full; nothing here depends on it
+PROFILE = runtime.choose_profile()  # SUPCON_PROFILE=smoke|cpu|gpu|full; nothing here depends on it
 print(PROFILE)
 
 # %% [markdown]

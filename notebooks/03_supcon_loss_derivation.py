@@ -41,7 +41,7 @@ from supcon_lib import losses, runtime, viz  # noqa: E402
 runtime.start_notebook(seed=0, trains=False)
 
 # %% tags=["parameters"]
-PROFILE = runtime.choose_profile()  # SUPCON_PROFILE=smoke|cpu|full; only decides whether figures are saved
+PROFILE = runtime.choose_profile()  # SUPCON_PROFILE=smoke|cpu|gpu|full; only decides whether figures are saved
 print(PROFILE)
 
 # %% [markdown]

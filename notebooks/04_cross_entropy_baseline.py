@@ -13,9 +13,12 @@
 # **Prerequisites:** notebooks 01 and 02; softmax cross-entropy.
 #
 # **Run time:** `smoke` (digits, 5 epochs) under a minute on a CPU; `cpu` (10,000 CIFAR-10
-# images, 15 epochs, small ResNet) about 15 minutes on 2 CPU cores; `full` (all of CIFAR-10,
-# ResNet-18, 200 epochs) several hours on a T4 GPU, less on bigger ones. A finished run is not
-# trained again: its saved checkpoint is reused.
+# images, 15 epochs, small ResNet) about 15 minutes on 2 CPU cores (measured). On a GPU: `gpu`,
+# the default there (all of CIFAR-10, ResNet-18, 50 epochs), about 16 minutes on a Colab T4;
+# `full` (200 epochs) about 63 minutes on a T4. Both GPU times are *estimates* (multiply-adds
+# counted from the model, divided by a T4's measured throughput on a similar network; see the
+# README's profile table), not yet measured. A finished run is not trained again: its saved
+# checkpoint is reused.
 
 # %% [markdown]
 # ## Setup
@@ -25,6 +28,7 @@ import subprocess
 import sys
 
 IS_COLAB = "google.colab" in sys.modules
+KEEP_RUNS_ON_DRIVE = False  # Colab: True keeps the runs on Google Drive, so that a new runtime resumes them
 REPOSITORY = "supcon-teaching/supcon"  # the one repository address (supcon_lib.paths.REPOSITORY)
 if IS_COLAB:
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", f"git+https://github.com/{REPOSITORY}"], check=True)
@@ -33,15 +37,15 @@ import numpy as np  # noqa: E402
 
 from supcon_lib import evaluation, paths, runtime, training, viz  # noqa: E402
 
-runtime.start_notebook(seed=0, trains=True)
+runtime.start_notebook(seed=0, trains=True, runs_on_drive=KEEP_RUNS_ON_DRIVE)
 
 # %% tags=["parameters"]
-PROFILE = runtime.choose_profile()  # SUPCON_PROFILE=smoke|cpu|full; default: full on a GPU, else smoke
+PROFILE = runtime.choose_profile()  # SUPCON_PROFILE=smoke|cpu|gpu|full; default: gpu on a GPU, else smoke
 print(PROFILE, "-", runtime.PROFILE_DESCRIPTIONS[PROFILE])
 
 # %% [markdown]
 # ## The recipe
-# Every setting comes from the profile; the full profile is the real experiment, the others are
+# Every setting comes from the profile; `gpu` and `full` train on all of CIFAR-10, the others are
 # the same code at a smaller scale. We state the budget instead of hiding it:
 
 # %%

@@ -13,9 +13,12 @@
 # **Prerequisites:** notebooks 03 (the loss) and 04 (the baseline).
 #
 # **Run time:** `smoke` (digits, 5 epochs) about a minute on a CPU; `cpu` (10,000 CIFAR-10 images,
-# 8 epochs of two views, small ResNet) about 15 minutes on 2 CPU cores; `full` (all of CIFAR-10,
-# ResNet-18, 500 epochs) many hours on a T4 GPU. If notebook 04's run of the same profile is not
-# there, this notebook trains it too (doubling the time). Finished runs are reused, not retrained.
+# 8 epochs of two views, small ResNet) about 15 minutes on 2 CPU cores (measured). On a GPU:
+# `gpu`, the default there (all of CIFAR-10, ResNet-18, 25 epochs of two views: as many images
+# through the encoder as notebook 04's 50 epochs), about 16 minutes on a Colab T4; `full` (500
+# epochs) about 5 hours on a T4. Both GPU times are *estimates* (see the README's profile table),
+# not yet measured. If notebook 04's run of the same profile is not there, this notebook trains it
+# too (doubling the time). Finished runs are reused, not retrained.
 
 # %% [markdown]
 # ## Setup
@@ -25,6 +28,7 @@ import subprocess
 import sys
 
 IS_COLAB = "google.colab" in sys.modules
+KEEP_RUNS_ON_DRIVE = False  # Colab: True keeps the runs on Google Drive, so that a new runtime resumes them
 REPOSITORY = "supcon-teaching/supcon"  # the one repository address (supcon_lib.paths.REPOSITORY)
 if IS_COLAB:
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", f"git+https://github.com/{REPOSITORY}"], check=True)
@@ -34,10 +38,10 @@ import numpy as np  # noqa: E402
 
 from supcon_lib import paths, runtime, training, viz  # noqa: E402
 
-runtime.start_notebook(seed=0, trains=True)
+runtime.start_notebook(seed=0, trains=True, runs_on_drive=KEEP_RUNS_ON_DRIVE)
 
 # %% tags=["parameters"]
-PROFILE = runtime.choose_profile()  # SUPCON_PROFILE=smoke|cpu|full; default: full on a GPU, else smoke
+PROFILE = runtime.choose_profile()  # SUPCON_PROFILE=smoke|cpu|gpu|full; default: gpu on a GPU, else smoke
 print(PROFILE, "-", runtime.PROFILE_DESCRIPTIONS[PROFILE])
 
 # %% [markdown]

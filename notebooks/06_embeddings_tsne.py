@@ -13,8 +13,8 @@
 # **Prerequisites:** notebooks 04 and 05 (their runs are reused; whatever is missing is trained here).
 #
 # **Run time:** with 04 and 05 already run: `smoke` about 40 s, `cpu` about 2 minutes (t-SNE of 2,000
-# points plus embedding 12,000 images on a CPU), `full` a few minutes (t-SNE of 10,000 points: at most
-# 60 s on 2 CPU cores with openTSNE). Without them, add their training times.
+# points plus embedding 12,000 images on a CPU), `gpu` and `full` a few minutes (t-SNE of 10,000
+# points: at most 60 s on 2 CPU cores with openTSNE). Without them, add their training times.
 
 # %% [markdown]
 # ## Setup
@@ -24,6 +24,7 @@ import subprocess
 import sys
 
 IS_COLAB = "google.colab" in sys.modules
+KEEP_RUNS_ON_DRIVE = False  # Colab: True keeps the runs on Google Drive, so that a new runtime resumes them
 REPOSITORY = "supcon-teaching/supcon"  # the one repository address (supcon_lib.paths.REPOSITORY)
 if IS_COLAB:
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", f"git+https://github.com/{REPOSITORY}"], check=True)
@@ -34,10 +35,10 @@ import numpy as np  # noqa: E402
 
 from supcon_lib import evaluation, paths, runtime, training, viz  # noqa: E402
 
-runtime.start_notebook(seed=0, trains=True)
+runtime.start_notebook(seed=0, trains=True, runs_on_drive=KEEP_RUNS_ON_DRIVE)
 
 # %% tags=["parameters"]
-PROFILE = runtime.choose_profile()  # SUPCON_PROFILE=smoke|cpu|full; default: full on a GPU, else smoke
+PROFILE = runtime.choose_profile()  # SUPCON_PROFILE=smoke|cpu|gpu|full; default: gpu on a GPU, else smoke
 print(PROFILE, "-", runtime.PROFILE_DESCRIPTIONS[PROFILE])
 
 # %% [markdown]

@@ -3,10 +3,11 @@
     python -m supcon_lib train --method {ce,supcon} --dataset {cifar10,digits} --out RUN_DIR
         [--data-dir DIR] [--train-size N] [--test-size N] [--epochs E] [--probe-epochs E]
         [--batch-size B] [--encoder NAME] [--temperature T] [--views V] [--seed S]
-        [--profile smoke|cpu|full]
+        [--profile smoke|cpu|gpu|full]
 
 The profile sets every default (``smoke``: offline digits in seconds; ``cpu``: a real CIFAR-10
-subset in about 15 minutes on 2 cores; ``full``: the GPU recipe on all of CIFAR-10); explicit
+subset in about 15 minutes on 2 cores; ``gpu``: all of CIFAR-10 in a Colab session; ``full``: the
+paper-style GPU schedule); explicit
 flags override it. ``RUN_DIR/metrics.json`` is written atomically at the end. Starting the same
 command again after an interruption resumes from the last completed epoch.
 

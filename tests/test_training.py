@@ -257,6 +257,10 @@ def test_invalid_settings(overrides, message):
 def test_profiles():
     smoke = training.RunConfig.from_profile("smoke", "ce")
     assert smoke.dataset == "digits" and smoke.augmentation_kind == "baseline"
+    gpu_ce, gpu_supcon = (training.RunConfig.from_profile("gpu", method) for method in ("ce", "supcon"))
+    assert gpu_ce.dataset == "cifar10" and gpu_ce.train_size is None and gpu_ce.encoder == "resnet18"
+    # Compute-matched: as many images through the encoder in both recipes.
+    assert gpu_ce.epochs * 1 == gpu_supcon.epochs * gpu_supcon.views
     full = training.RunConfig.from_profile("full", "supcon")
     assert full.dataset == "cifar10" and full.encoder == "resnet18" and full.augmentation_kind == "supcon"
     assert training.RunConfig.from_profile("cpu", "ce", epochs=2).epochs == 2  # flags override
