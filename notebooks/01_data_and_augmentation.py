@@ -30,6 +30,10 @@ REPOSITORY = "supcon-teaching/supcon"  # the one repository address (supcon_lib.
 if IS_COLAB:
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", f"git+https://github.com/{REPOSITORY}"], check=True)
 
+from supcon_lib import quiet  # noqa: E402
+
+quiet.start()  # Keras and TensorFlow, without TensorFlow's start-up log lines
+
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 

@@ -32,8 +32,10 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -580,8 +582,11 @@ def fit_epochs(model, inputs, labels, batch_size, seed, epochs, run_dir, phase, 
     """Train ``model`` on (inputs, labels) up to ``epochs`` epochs, checkpointing every epoch.
 
     Resumes after the last completed epoch found in ``run_dir``. Returns the history
-    ``{metric: [value per epoch]}`` of all epochs, earlier sessions' included.
+    ``{metric: [value per epoch]}`` of all epochs, earlier sessions' included. ``verbose="auto"``
+    shows Keras' progress bar in a terminal and one line per epoch elsewhere (a notebook, a log).
     """
+    if verbose == "auto":
+        verbose = "auto" if sys.stdout.isatty() else 2
     checkpointer = EpochCheckpointer(run_dir, phase)
     done, history = checkpointer.load(model)
     if done:
@@ -612,9 +617,14 @@ class RunResult:
     classifier: object
     run_dir: Path
 
+    @functools.cached_property
+    def embedder(self):
+        """images -> features at inference: built once, so ``predict`` compiles it once."""
+        return inference_model(self.pipeline, self.encoder)
+
     def embed(self, images, batch_size=256):
         """Encoder features of ``images`` (no augmentation: the pipeline at inference)."""
-        return evaluation.extract_embeddings(inference_model(self.pipeline, self.encoder), images, batch_size)
+        return evaluation.extract_embeddings(self.embedder, images, batch_size)
 
     def predict(self, images, batch_size=256):
         """Predicted classes of ``images``: the classifier (CE) or the probe on the encoder (SupCon)."""

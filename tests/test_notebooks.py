@@ -45,6 +45,11 @@ def test_conventions(source):
     code = "\n".join(cell.source for cell in notebook.cells if cell.cell_type == "code")
     assert f'REPOSITORY = "{paths.REPOSITORY}"' in code
     assert "google.colab" in code
+    setup = next(cell.source for cell in notebook.cells if cell.cell_type == "code")
+    assert "quiet.start()" in setup, "the setup cell starts Keras without TensorFlow's log lines"
+    before = setup[:setup.index("quiet.start()")]
+    assert "import keras" not in before and "from supcon_lib import quiet" in before
+    assert setup.count("from supcon_lib import") == 2  # quiet first, then the modules the notebook uses
     tagged = [cell for cell in notebook.cells if "parameters" in cell.metadata.get("tags", ())]
     assert len(tagged) == 1 and "runtime.choose_profile()" in tagged[0].source
     last = notebook.cells[-1].source

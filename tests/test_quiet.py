@@ -1,0 +1,40 @@
+"""supcon_lib.quiet: TensorFlow's start-up lines are filtered out, nothing else is."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+from supcon_lib import quiet
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_known_startup_lines():
+    noise = [
+        "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR",
+        "I0000 00:00:1795935205.182465    9352 port.cc:153] oneDNN custom operations are on. You may see ...",
+        "I0000 00:00:1795935205.182804    9352 cudart_stub.cc:31] Could not find cuda drivers on your machine, GPU will not be used.",
+        "E0000 00:00:1795933564.076879    2284 cuda_platform.cc:52] failed call to cuInit: INTERNAL: CUDA error",
+        "To enable the following instructions: AVX2 AVX512F FMA, in other operations, rebuild TensorFlow with the appropriate compiler flags.",
+    ]
+    assert all(quiet.is_startup_noise(line) for line in noise)
+    assert not quiet.is_startup_noise("ValueError: temperature must be > 0")
+    assert not quiet.is_startup_noise("W0000 resource_variable_ops.cc] Out of memory while allocating")
+
+
+def test_start_passes_on_every_other_line(tmp_path):
+    # A stand-in for Keras that writes a start-up line and a real message straight to descriptor 2.
+    (tmp_path / "keras.py").write_text(
+        "import os\n"
+        "os.write(2, b'I0000 port.cc:153] oneDNN custom operations are on. Details.\\n')\n"
+        "os.write(2, b'a message the reader must see\\n')\n"
+        "class backend:\n"
+        "    @staticmethod\n"
+        "    def backend():\n"
+        "        return 'jax'\n")
+    code = "from supcon_lib import quiet; quiet.start(); import sys; print('keras' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                            env={"PYTHONPATH": f"{tmp_path}:{ROOT}", "PATH": "/usr/bin:/bin"})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "True"
+    assert result.stderr == "a message the reader must see\n"
