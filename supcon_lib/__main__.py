@@ -114,7 +114,10 @@ def main(argv=None):
         arrays = training.load_data(config)  # data errors surface before anything is written
     except (ValueError, TypeError, data.DataError) as exc:
         return _fail(str(exc))
-    result = training.run(config, out, arrays=arrays)
+    try:
+        result = training.run(config, out, arrays=arrays)
+    except training.RunFolderBusy as exc:
+        return _fail(str(exc))
     summary = {k: result.metrics[k] for k in ("method", "dataset", "encoder", "train_size", "test_size",
                                               "epochs", "test_accuracy", "knn_accuracy", "train_seconds")}
     print(json.dumps(summary, indent=2))

@@ -180,8 +180,15 @@ class RunConfig:
             need(value is None or (isinstance(value, int) and value >= 10),
                  f"{name} must be an integer >= 10 (one image per class at least), found {value!r}")
         need(isinstance(self.seed, int) and self.seed >= 0, f"seed must be a non-negative integer, found {self.seed!r}")
-        need(self.temperature > 0, f"temperature must be > 0, found {self.temperature}")
         need(self.loss in LOSSES, f"loss must be one of {list(LOSSES)}, found {self.loss!r}")
+        need(self.formulation in losses.FORMULATIONS,
+             f"formulation must be one of {list(losses.FORMULATIONS)}, found {self.formulation!r}")
+        try:  # the loss's own checks of the temperature (finite, not so small that float32 fails)
+            contrastive_loss(self)
+        except (ValueError, TypeError) as exc:
+            raise ValueError(str(exc)) from None
+        need(self.loss != "simclr" or self.views >= 2,
+             f"the simclr loss needs two views or more (one view has no positive); found views={self.views}")
         need(self.loss != "npairs" or self.views == 1,
              f"the npairs loss of the original example uses one view per image; found views={self.views}")
         need(self.augmentation_kind in augment.PIPELINES,
@@ -694,6 +701,10 @@ def run(config, run_dir, callbacks=(), arrays=None):
         return _run_locked(config, run_dir, callbacks, started, x_train, y_train, x_test, y_test, class_names)
 
 
+class RunFolderBusy(RuntimeError):
+    """The run folder is locked by another training process."""
+
+
 class _RunLock:
     """An exclusive lock on a run folder: two processes never train into the same one."""
 
@@ -710,7 +721,7 @@ class _RunLock:
             fcntl.flock(self.handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             self.handle.close()
-            raise RuntimeError(f"{self.path.parent} is in use by another training process") from None
+            raise RunFolderBusy(f"{self.path.parent} is in use by another training process") from None
         return self
 
     def __exit__(self, *exc):

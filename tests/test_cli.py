@@ -55,6 +55,8 @@ def test_invalid_arguments(tmp_path, capsys, args, message):
         (["--train-size", "5"], "train_size must be an integer >= 10"),
         (["--dataset", "cifar10", "--data-dir", "/nonexistent/cifar"], "/nonexistent/cifar: no such file or folder"),
         (["--method", "supcon", "--train-size", "5000"], "size must lie in 1..1438"),
+        (["--method", "supcon", "--temperature", "inf"], "temperature must be a finite number"),
+        (["--method", "supcon", "--temperature", "1e-5"], "temperature must be >= 0.0001"),
     ],
 )
 def test_invalid_settings_or_data(tmp_path, capsys, extra, message):
@@ -94,3 +96,17 @@ def test_folder_with_other_settings_is_left_alone(tmp_path, capsys):
     assert cli.main(["train", "--method", "ce", "--out", str(run_dir)]) == 2
     assert "holds a run with other settings" in capsys.readouterr().err
     assert sorted(p.name for p in run_dir.iterdir()) == before
+
+
+def test_run_folder_in_use_is_refused(tmp_path, capsys):
+    import fcntl
+
+    run_dir = tmp_path / "run"
+    argv = ["train", "--method", "ce", "--dataset", "digits", "--train-size", "100", "--test-size", "50",
+            "--epochs", "1", "--batch-size", "25", "--out", str(run_dir)]
+    run_dir.mkdir()
+    with open(run_dir / ".lock", "w") as held:  # another training process holds the folder
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        assert cli.main(argv) == 2
+    assert "in use by another training process" in capsys.readouterr().err
+    assert not (run_dir / "metrics.json").exists() and not (run_dir / "checkpoints").exists()
