@@ -24,6 +24,8 @@ if [[ -d .whl ]]; then
 fi
 export KERAS_BACKEND=jax PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$out/gpu.txt" || true
-python3 benchmarks/full_recipe_jax.py --data "$data" --epochs "${EPOCHS:-15}" --probe-epochs 20 \
+# The gpu profile (the notebooks' default on a GPU; its T4 time is an estimate until measured):
+# EPOCHS epochs of each method give the epoch time to scale by the profile's epochs.
+python3 benchmarks/full_recipe_jax.py --profile gpu --data "$data" --epochs "${EPOCHS:-15}" --probe-epochs 20 \
     --runs-dir /tmp/supcon-runs --out "$out" 2>&1 | tee "$out/full_recipe.log"
 python3 benchmarks/speed.py --data-dir "$data" --budget-seconds "${BUDGET:-60}" --out "$out" 2>&1 | tee "$out/speed.log"

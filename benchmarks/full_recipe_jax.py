@@ -6,7 +6,7 @@
 
 Runs Keras on JAX (the variable is set before Keras is imported; TensorFlow need not be
 installed), reads the data from a packed file (:mod:`supcon_lib.packed`), and trains the
-``full`` profile of each method in ``--methods``: the cross-entropy baseline (CIFAR ResNet-18,
+``--profile`` (default ``full``) of each method in ``--methods``: for ``full``, the cross-entropy baseline (CIFAR ResNet-18,
 200 epochs) and two-phase SupCon (500 epochs + a 50-epoch probe), batch 512, mixed precision
 and XLA chosen for the device. Explicit flags override the profile.
 
@@ -44,6 +44,8 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", required=True, help="the packed CIFAR-10 file (or any CIFAR-10 copy)")
     parser.add_argument("--methods", nargs="+", choices=training.METHODS, default=list(training.METHODS))
+    parser.add_argument("--profile", choices=("gpu", "full"), default="full",
+                        help="the settings to start from: the one-session gpu profile or the paper-style full one")
     parser.add_argument("--epochs", type=_positive_int, help="override the profile's epochs (phase 1 for supcon)")
     parser.add_argument("--probe-epochs", type=_positive_int, help="override the probe's epochs")
     parser.add_argument("--train-size", type=_positive_int, help="stratified training subset (default: all)")
@@ -104,7 +106,7 @@ def main(argv=None):
     for method in args.methods:
         try:
             config = training.RunConfig.from_profile(
-                "full", method, data_dir=args.data, epochs=args.epochs, probe_epochs=args.probe_epochs,
+                args.profile, method, data_dir=args.data, epochs=args.epochs, probe_epochs=args.probe_epochs,
                 train_size=args.train_size, test_size=args.test_size, batch_size=args.batch_size,
                 encoder=args.encoder, seed=args.seed, verbose=2)
             run_dir = args.runs_dir / method
