@@ -29,6 +29,10 @@ REPOSITORY = "supcon-teaching/supcon"  # the one repository address (supcon_lib.
 if IS_COLAB:
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", f"git+https://github.com/{REPOSITORY}"], check=True)
 
+from supcon_lib import quiet  # noqa: E402
+
+quiet.start()  # Keras and TensorFlow, without TensorFlow's start-up log lines
+
 import time  # noqa: E402
 
 import numpy as np  # noqa: E402
@@ -90,25 +94,37 @@ if PROFILE == "cpu":
     viz.save_fig(fig, "06_tsne_ce_vs_supcon")
 
 # %% [markdown]
-# ## How similar are the classes to each other?
-# The mean cosine similarity between the embeddings of every pair of classes. A good embedding has
-# a bright diagonal (a class is similar to itself) and a dark rest.
+# ## Which recipe separates the classes more?
+# The mean cosine similarity between the embeddings of every pair of classes. A well-separated
+# embedding has a bright diagonal (a class is similar to itself) and a dark rest. One number
+# summarises each matrix: the mean of its diagonal (within-class) minus the mean of its
+# off-diagonal entries (between-class). Both panels share one colour scale, stretched over the
+# range of their entries, so equal colours mean equal similarities.
 
 # %%
-contrast = {}
+similarities, contrast = {}, {}
 for label, (_, test_embeddings) in embeddings.items():
     matrix = evaluation.class_cosine_similarity(test_embeddings, y_test, len(class_names))
     within, between = np.nanmean(np.diag(matrix)), np.nanmean(matrix[~np.eye(len(matrix), dtype=bool)])
     contrast[label] = within - between
-    fig = viz.plot_class_similarity(matrix, class_names, title=f"{label}: mean cosine similarity between classes")
-    if PROFILE == "cpu":
-        viz.save_fig(fig, f"06_class_similarity_{'supcon' if label == 'SupCon' else 'ce'}")
+    similarities[f"{label}: within - between = {within - between:.3f}"] = matrix
     print(f"{label:14s} within-class {within:.3f}, between-class {between:.3f}, difference {within - between:.3f}")
+more_separated = max(contrast, key=contrast.get)
+# Encoder features come after a ReLU and average pooling: none is negative, so no cosine is either.
+assert all(features.min() >= 0 for _, features in embeddings.values())
+assert all(np.nanmin(matrix) >= 0 for matrix in similarities.values())
+print(f"larger difference: {more_separated}")
+fig = viz.plot_class_similarities(
+    similarities, class_names,
+    title=f"Which recipe separates classes more? {more_separated}, by mean within- minus between-class "
+          f"cosine similarity ({PROFILE})")
+if PROFILE == "cpu":
+    viz.save_fig(fig, "06_class_similarity")
 
 # %% [markdown]
 # The printed differences (within minus between) summarise each heatmap in one number computed in
 # this run. Keep in mind what is compared: encoder features come after a ReLU and average pooling,
-# so all their cosines are positive and the numbers are compressed towards 1; the contrast the
+# so no cosine is negative (checked above) and the numbers are compressed towards 1; the contrast the
 # SupCon loss optimises directly lives on the (discarded) projections, and exercise 3 looks there.
 #
 # ## Nearest neighbours of mistakes

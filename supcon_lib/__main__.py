@@ -97,6 +97,9 @@ def main(argv=None):
     args = parser.parse_args(argv)  # exits with status 2 on invalid arguments
     if args.command == "pack":
         return _pack(args)
+    from supcon_lib import quiet
+
+    quiet.start()  # Keras and its backend, without TensorFlow's start-up log lines
     from supcon_lib import data, training
 
     out = Path(args.out)

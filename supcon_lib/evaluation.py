@@ -159,7 +159,13 @@ def extract_embeddings(
     import keras  # imported here so that the rest of this module works without Keras
 
     if preprocess is None and hasattr(model, "predict"):  # one pass, batched by Keras
-        outputs = [model.predict(images, batch_size=batch_size, verbose=0)]
+        # Padded to whole batches, so that predict traces one batch shape, not a second one for
+        # the remainder (each trace of each model counts towards TensorFlow's retracing warning).
+        remainder = -num_images % batch_size
+        if remainder:
+            images = np.asarray(images)
+            images = np.concatenate([images, np.zeros((remainder, *images.shape[1:]), images.dtype)])
+        outputs = [model.predict(images, batch_size=batch_size, verbose=0)[:num_images]]
     else:
         outputs = _embed_in_batches(model, images, batch_size, preprocess)
     embeddings = np.concatenate([np.asarray(keras.ops.convert_to_numpy(o), dtype=np.float32) for o in outputs])

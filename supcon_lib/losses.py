@@ -67,9 +67,10 @@ import math
 from typing import Any
 
 import keras
+import numpy as np
 from keras import ops
 
-__all__ = ["FORMULATIONS", "NPairsLoss", "SupConLoss", "npairs_loss", "supcon_loss"]
+__all__ = ["FORMULATIONS", "NPairsLoss", "SupConLoss", "npairs_loss", "start_and_floor", "supcon_loss"]
 
 #: The two placements of the mean over positives (outside / inside the log).
 FORMULATIONS = ("out", "in")
@@ -387,6 +388,33 @@ def supcon_loss(labels, features, temperature: float = 0.1, formulation: str = "
         temperature, formulation,
     )
     return _mean_over_anchors_with_positives(terms, has_positive)
+
+
+def start_and_floor(labels, num_views: int) -> tuple[float, float]:
+    """Two landmarks of :func:`supcon_loss` (L_out and L_in) for one batch, in NumPy.
+
+    * **start** ``log(A - 1)``, A = B * V anchors: the loss of every anchor when all pairwise
+      similarities are equal (an encoder that tells nothing apart). Where a loss *starts*, not a
+      bound: random embeddings start above it.
+    * **floor**: the mean over the anchors that have a positive of ``log |P(i)|``, with
+      ``|P(i)| = V * n_c - 1`` for an anchor of a class with ``n_c`` images in the batch. No
+      embedding brings the batch loss below it; collapsing every class to one point, far from
+      the others, approaches it as the temperature goes to 0.
+
+    ``labels``: (B,) class ids; for SimCLR, where every image is its own class, ``np.arange(B)``.
+    """
+    if int(num_views) != num_views or num_views < 1:
+        raise ValueError(f"num_views must be a positive integer, got {num_views!r}")
+    if labels is None:
+        raise ValueError("labels is None: pass the batch's class ids (np.arange(B) for SimCLR)")
+    labels = np.ravel(np.asarray(labels))
+    if labels.size == 0:
+        raise ValueError("labels is empty")
+    _, classes, counts = np.unique(labels, return_inverse=True, return_counts=True)
+    positives = num_views * counts[classes] - 1
+    start = math.log(len(labels) * num_views - 1) if len(labels) * num_views > 1 else 0.0
+    floor = float(np.mean(np.log(positives[positives > 0]))) if np.any(positives > 0) else 0.0
+    return start, floor
 
 
 def npairs_loss(labels, features, temperature: float = 0.05):

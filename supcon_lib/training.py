@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import functools
 import json
 import os
 import sys
@@ -300,8 +299,9 @@ def epoch_order(num_items, seed, epoch):
     return np.random.default_rng([int(seed), int(epoch)]).permutation(int(num_items))
 
 
-def _epoch_batches(num_items, batch_size, seed, epoch):
-    """(steps, batch_size) indices of one epoch: its order cut into full batches."""
+def epoch_batches(num_items, batch_size, seed, epoch):
+    """(steps, batch_size) indices of one epoch: its :func:`epoch_order` cut into full batches,
+    the batches a run with this seed and batch size trains on in that epoch."""
     steps = num_items // batch_size
     return epoch_order(num_items, seed, epoch)[: steps * batch_size].reshape(steps, batch_size)
 
@@ -325,14 +325,14 @@ def make_dataset(inputs, labels, batch_size, seed=0, first_epoch=0, last_epoch=1
     steps = num_items // batch_size
     inputs, labels = tf.constant(inputs), tf.constant(labels)
 
-    def epoch_batches(epoch):
-        index = tf.numpy_function(lambda e: _epoch_batches(num_items, batch_size, seed, e), [epoch], tf.int64,
+    def batches_of_epoch(epoch):
+        index = tf.numpy_function(lambda e: epoch_batches(num_items, batch_size, seed, e), [epoch], tf.int64,
                                   stateful=False)
         return tf.ensure_shape(index, (steps, batch_size))
 
     # map + unbatch (not flat_map over a batched dataset): tf.distribute's rebatching then splits
     # whole batches between replicas and never rewrites the index batches themselves.
-    batches = tf.data.Dataset.range(first_epoch, last_epoch).map(epoch_batches).unbatch()
+    batches = tf.data.Dataset.range(first_epoch, last_epoch).map(batches_of_epoch).unbatch()
     return batches.map(lambda index: (tf.gather(inputs, index), tf.gather(labels, index)),
                        num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
@@ -369,7 +369,7 @@ class EpochBatches(keras.utils.PyDataset):
         else:
             epoch, step = self.first_epoch + index // self.steps, index % self.steps
             if epoch != self._epoch:  # fit reads in order: one permutation per epoch
-                self._epoch, self._order = epoch, _epoch_batches(len(self.inputs), self.batch_size, self.seed, epoch)
+                self._epoch, self._order = epoch, epoch_batches(len(self.inputs), self.batch_size, self.seed, epoch)
             items = self._order[step]
         return self.inputs[items], self.labels[items]
 
@@ -623,11 +623,13 @@ class RunResult:
     pipeline: object
     classifier: object
     run_dir: Path
+    #: images -> features at inference (pipeline + encoder), one model for every call, so that
+    #: ``predict`` is traced once; built from ``pipeline`` and ``encoder`` when not given.
+    embedder: object = None
 
-    @functools.cached_property
-    def embedder(self):
-        """images -> features at inference: built once, so ``predict`` compiles it once."""
-        return inference_model(self.pipeline, self.encoder)
+    def __post_init__(self):
+        if self.embedder is None:
+            self.embedder = inference_model(self.pipeline, self.encoder)
 
     def embed(self, images, batch_size=256):
         """Encoder features of ``images`` (no augmentation: the pipeline at inference)."""
@@ -636,9 +638,9 @@ class RunResult:
     def predict(self, images, batch_size=256):
         """Predicted classes of ``images``: the classifier (CE) or the probe on the encoder (SupCon)."""
         if self.metrics["method"] == "ce":
-            logits = self.classifier.predict(images, batch_size=batch_size, verbose=0)
+            logits = evaluation.extract_embeddings(self.classifier, images, batch_size)
         else:
-            logits = self.classifier.predict(self.embed(images, batch_size), batch_size=1024, verbose=0)
+            logits = evaluation.extract_embeddings(self.classifier, self.embed(images, batch_size), 1024)
         return np.argmax(logits, axis=1)
 
 
@@ -753,12 +755,12 @@ def _run_locked(config, run_dir, callbacks, started, x_train, y_train, x_test, y
         train_embeddings = evaluation.extract_embeddings(embedder, x_train)
         test_embeddings = evaluation.extract_embeddings(embedder, x_test)
         if config.method == "ce":
-            classifier = keras.Model(model.inputs, model.outputs, name="ce_classifier")
-            test_logits = model.predict(x_test, batch_size=256, verbose=0)
+            classifier = model  # images -> logits already
+            test_logits = evaluation.extract_embeddings(classifier, x_test, 256)
         else:
             classifier, history["probe"] = _train_probe(
                 config, train_embeddings, y_train, num_classes, run_dir, strategy, callbacks)
-            test_logits = classifier.predict(test_embeddings, batch_size=1024, verbose=0)
+            test_logits = evaluation.extract_embeddings(classifier, test_embeddings, 1024)
         test_predictions = np.argmax(test_logits, axis=1)
         _save_atomically(embedder, run_dir / "embedder.keras")
         metrics = {
@@ -782,7 +784,7 @@ def _run_locked(config, run_dir, callbacks, started, x_train, y_train, x_test, y
             "class_names": list(class_names),
         }
         _write_json(run_dir / "metrics.json", metrics)
-        return RunResult(metrics, encoder, pipeline, classifier, run_dir)
+        return RunResult(metrics, encoder, pipeline, classifier, run_dir, embedder)
     finally:
         keras.config.set_dtype_policy(previous_policy)
 

@@ -10,12 +10,14 @@ from __future__ import annotations
 import numpy as np
 
 __all__ = [
+    "plot_class_similarities",
     "plot_class_similarity",
     "plot_confusion_matrix",
     "plot_image_grid",
     "plot_neighbours",
     "plot_training_curves",
     "plot_tsne",
+    "plot_two_phase_curves",
     "plot_views_grid",
     "save_fig",
 ]
@@ -150,24 +152,45 @@ def plot_tsne(points_by_method, labels, class_names, title="t-SNE of encoder emb
     return fig
 
 
-def _matrix_plot(matrix, class_names, title, colorbar_label, fmt, cmap, xlabel, ylabel, vmin=None, vmax=None):
-    plt = _pyplot()
+def _text_colour(rgba):
+    """``"black"`` or ``"white"``, whichever contrasts more with the background colour ``rgba``.
+
+    Uses the relative luminance of sRGB colours (WCAG 2): black text has the higher contrast
+    ratio exactly when the luminance exceeds 0.179.
+    """
+    channels = np.asarray(rgba, dtype=float)[:3]
+    linear = np.where(channels <= 0.04045, channels / 12.92, ((channels + 0.055) / 1.055) ** 2.4)
+    return "black" if float(linear @ [0.2126, 0.7152, 0.0722]) > 0.179 else "white"
+
+
+def _draw_matrix(ax, matrix, class_names, fmt, cmap, xlabel, ylabel, vmin=None, vmax=None):
+    """A labelled heatmap of a (C, C) matrix on ``ax``, each cell printed in a readable colour."""
     matrix = np.asarray(matrix)
     size = len(class_names)
     if matrix.shape != (size, size):
         raise ValueError(f"matrix must have shape ({size}, {size}), found {matrix.shape}")
-    fig, ax = plt.subplots(figsize=(0.55 * size + 2.5, 0.55 * size + 1.8))
     image = ax.imshow(matrix, cmap=cmap, vmin=vmin, vmax=vmax)
-    fig.colorbar(image, ax=ax, label=colorbar_label)
     ax.set_xticks(range(size), class_names, rotation=45, ha="right")
     ax.set_yticks(range(size), class_names)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
-    threshold = (np.nanmax(matrix) + np.nanmin(matrix)) / 2
     for i in range(size):
         for j in range(size):
-            ax.text(j, i, format(matrix[i, j], fmt), ha="center", va="center", fontsize=7,
-                    color="white" if matrix[i, j] > threshold else "black")
+            value = matrix[i, j]
+            if np.isfinite(value):
+                ax.text(j, i, format(value, fmt), ha="center", va="center", fontsize=7,
+                        color=_text_colour(image.cmap(image.norm(value))))
+            else:
+                ax.text(j, i, "n/a", ha="center", va="center", fontsize=7, color="black")
+    return image
+
+
+def _matrix_plot(matrix, class_names, title, colorbar_label, fmt, cmap, xlabel, ylabel, vmin=None, vmax=None):
+    plt = _pyplot()
+    size = len(class_names)
+    fig, ax = plt.subplots(figsize=(0.55 * size + 2.5, 0.55 * size + 1.8))
+    image = _draw_matrix(ax, matrix, class_names, fmt, cmap, xlabel, ylabel, vmin, vmax)
+    fig.colorbar(image, ax=ax, label=colorbar_label)
     ax.set_title(title)
     fig.tight_layout()
     return fig
@@ -178,10 +201,71 @@ def plot_confusion_matrix(matrix, class_names, title="Confusion matrix (test set
     return _matrix_plot(matrix, class_names, title, "images", "d", "Blues", "predicted class", "true class")
 
 
-def plot_class_similarity(matrix, class_names, title="Mean cosine similarity between classes"):
-    """A class-by-class heatmap of mean cosine similarity between embeddings."""
+def plot_class_similarity(matrix, class_names, title="Mean cosine similarity between classes", vmin=None, vmax=None):
+    """A class-by-class heatmap of mean cosine similarity between embeddings.
+
+    The colours span ``vmin .. vmax``, by default the matrix's own range (the similarities of
+    ReLU features are all positive and often crowd into a narrow band).
+    """
     return _matrix_plot(matrix, class_names, title, "mean cosine similarity", ".2f", "viridis",
-                        "class", "class", vmin=-1.0, vmax=1.0)
+                        "class", "class", vmin=vmin, vmax=vmax)
+
+
+def plot_class_similarities(matrices, class_names, title="Mean cosine similarity between classes"):
+    """Class-similarity heatmaps side by side, on one colour scale so that they compare.
+
+    ``matrices``: ``{panel title: (C, C) array}``. The shared scale spans the smallest to the
+    largest finite entry over all panels.
+    """
+    plt = _pyplot()
+    panels = list(matrices.items())
+    if not panels:
+        raise ValueError("matrices is empty: pass at least one {panel title: matrix}")
+    values = np.concatenate([np.asarray(matrix, dtype=float).ravel() for _, matrix in panels])
+    values = values[np.isfinite(values)]
+    vmin, vmax = (float(values.min()), float(values.max())) if len(values) else (None, None)
+    size = len(class_names)
+    fig, axes = plt.subplots(1, len(panels), figsize=((0.55 * size + 1.8) * len(panels) + 1.2, 0.55 * size + 2.0),
+                             squeeze=False, layout="constrained")
+    for ax, (panel_title, matrix) in zip(axes[0], panels):
+        image = _draw_matrix(ax, matrix, class_names, ".2f", "viridis", "class", "class", vmin, vmax)
+        ax.set_title(panel_title)
+    fig.colorbar(image, ax=list(axes[0]), label="mean cosine similarity (shared scale)", shrink=0.85)
+    fig.suptitle(title)
+    return fig
+
+
+def plot_two_phase_curves(pretrain_history, probe_history, reference_lines=None,
+                          title="Two-phase training curves", pretrain_ylabel="contrastive loss"):
+    """Phase 1's loss, and phase 2's (linear probe) loss and accuracy, each on its own axes.
+
+    ``pretrain_history`` and ``probe_history``: ``{metric: [values per epoch]}``;
+    ``reference_lines``: ``{label: value}`` drawn as horizontal lines on the phase-1 panel
+    (e.g. where the loss starts and its floor).
+    """
+    plt = _pyplot()
+    pretrain_loss = pretrain_history.get("loss")
+    if not pretrain_loss:
+        raise ValueError("pretrain_history has no 'loss' values")
+    fig, axes = plt.subplots(1, 3, figsize=(14.0, 3.6))
+    epochs = np.arange(1, len(pretrain_loss) + 1)
+    axes[0].plot(epochs, pretrain_loss, marker=".", color="C0", label="phase 1, mean per epoch")
+    for (label, value), style in zip((reference_lines or {}).items(), ("--", ":", "-.", (0, (1, 3)))):
+        axes[0].axhline(value, color="gray", linestyle=style, label=f"{label} = {value:.3f}")
+    axes[0].set_title("phase 1: pretraining")
+    axes[0].set_ylabel(pretrain_ylabel)
+    for ax, metric, ylabel in ((axes[1], "loss", "cross-entropy"), (axes[2], "accuracy", "accuracy")):
+        values = probe_history.get(metric) or []
+        ax.plot(np.arange(1, len(values) + 1), values, marker=".", color="C1", label=f"linear probe {metric}")
+        ax.set_title(f"phase 2: linear probe, {metric} (training features)")
+        ax.set_ylabel(ylabel)
+    for ax in axes:
+        ax.set_xlabel("epoch")
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
 
 
 def plot_neighbours(query_images, neighbour_images, query_titles, neighbour_titles,

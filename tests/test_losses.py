@@ -388,6 +388,17 @@ def test_perfect_class_collapse_reaches_the_floor(num_views, formulation):
         if temperature == 0.01:
             assert value == pytest.approx(np.mean(floor), abs=2e-5)
         assert value >= np.mean(floor) - 1e-5  # float32 rounding only.
+    start, library_floor = losses.start_and_floor(labels, num_views)
+    assert library_floor == pytest.approx(np.mean(floor), rel=1e-12)
+    assert start == pytest.approx(math.log(num_anchors - 1), rel=1e-12)
+
+
+def test_start_and_floor_arguments():
+    assert losses.start_and_floor(np.arange(4), 2) == pytest.approx((math.log(7), 0.0))  # SimCLR: one positive
+    assert losses.start_and_floor([5], 1) == (0.0, 0.0)  # one anchor, no positive
+    for labels, views, message in ((None, 2, "labels is None"), ([], 2, "empty"), ([0, 1], 0, "num_views")):
+        with pytest.raises(ValueError, match=message):
+            losses.start_and_floor(labels, views)
 
 
 @pytest.mark.parametrize("formulation", ["out", "in", "simclr"])
@@ -750,3 +761,79 @@ def test_keras_wrappers_for_simclr_and_npairs_match_the_functions():
         assert restored.get_config() == loss.get_config()
     with pytest.raises(ValueError, match="sample_weight"):
         npairs(labels, single, sample_weight=np.ones(6))
+
+
+# --------------------------------------------------------------------------------------------
+# Fuzz: 1,000 seeded random cases against a float64 log-sum-exp reference
+# --------------------------------------------------------------------------------------------
+
+
+def logsumexp_reference_supcon(labels, features, temperature):
+    """``{"out": L_out, "in": L_in}`` as reference_supcon computes them, vectorised in float64
+    with a log-sum-exp (fast enough for 2,048 anchors); checked against the loop reference below."""
+    features = np.asarray(features, dtype=np.float64)
+    batch_size, num_views, dim = features.shape
+    vectors = features.reshape(-1, dim)
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    vectors = np.divide(vectors, norms, out=np.zeros_like(vectors), where=norms > 0)
+    classes = np.repeat(np.arange(batch_size) if labels is None else np.ravel(labels), num_views)
+    logits = vectors @ vectors.T / temperature
+    np.fill_diagonal(logits, -np.inf)  # an anchor is never its own contrast
+    row_max = logits.max(axis=1, keepdims=True)
+    log_probability = logits - (row_max + np.log(np.exp(logits - row_max).sum(axis=1, keepdims=True)))
+    positive = (classes[:, None] == classes[None, :]) & ~np.eye(len(classes), dtype=bool)
+    counts = positive.sum(axis=1)
+    has_positive = counts > 0
+    if not has_positive.any():
+        return {"out": 0.0, "in": 0.0}
+    log_probability, positive, counts = log_probability[has_positive], positive[has_positive], counts[has_positive]
+    outside = -np.where(positive, log_probability, 0.0).sum(axis=1) / counts
+    masked = np.where(positive, log_probability, -np.inf)
+    top = masked.max(axis=1, keepdims=True)
+    inside = -(top[:, 0] + np.log(np.exp(masked - top).sum(axis=1)) - np.log(counts))
+    return {"out": float(outside.mean()), "in": float(inside.mean())}
+
+
+def _fuzz_case(index):
+    """Case ``index`` of the fuzz set: sizes, views, temperature, labels, dtype, scale (seeded)."""
+    rng = np.random.default_rng([2026, index])
+    batch_size = int(np.exp(rng.uniform(0, np.log(512))).round())  # log-uniform in 1..512
+    num_views = int(rng.integers(1, 5))
+    temperature = float(np.exp(rng.uniform(np.log(1e-3), 0.0)))  # log-uniform in 1e-3..1
+    kind = ["random", "singletons", "single", "mixed"][index % 4]
+    labels = _make_labels(kind, batch_size, rng)
+    dtype = ["float32", "float32", "float16", "bfloat16"][index % 4 if index % 8 < 4 else 0]
+    scale = float(rng.choice([1e-3, 1.0, 100.0]))
+    features = _make_features(labels, num_views, int(rng.integers(2, 33)), rng, clustered=bool(index % 3 == 0))
+    return labels, (scale * features).astype(np.float32), temperature, dtype
+
+
+def test_logsumexp_reference_matches_the_loop_reference():
+    for index in range(12):
+        labels, features, temperature, _ = _fuzz_case(index)
+        labels, features = labels[:12], features[:12]
+        fast = logsumexp_reference_supcon(labels, features, temperature)
+        for formulation in ("out", "in"):
+            assert fast[formulation] == pytest.approx(
+                reference_supcon(labels, features, temperature, formulation), rel=1e-9, abs=1e-9)
+
+
+@pytest.mark.tensorflow_only  # eager JAX compiles every new shape and temperature: 1,000 compiles
+def test_fuzz_against_the_float64_reference():
+    checked = {"float16": 0, "bfloat16": 0, "singleton classes": 0, "large": 0}
+    for index in range(1000):
+        labels, features, temperature, dtype = _fuzz_case(index)
+        inputs = ops.cast(features, dtype)
+        exact = ops.convert_to_numpy(ops.cast(inputs, "float32"))  # what the loss really receives
+        reference = logsumexp_reference_supcon(labels, exact, temperature)
+        for formulation in ("out", "in"):
+            value = float(losses.supcon_loss(labels, inputs, temperature, formulation))
+            expected = reference[formulation]
+            assert np.isfinite(value), (index, formulation)
+            # float32 logits of size up to 1/temperature carry rounding error ~ 1e-7 / temperature.
+            tolerance = 2e-6 * (1.0 + abs(expected)) + 5e-7 / temperature
+            assert abs(value - expected) <= tolerance, (index, formulation, value, expected)
+        checked[dtype] = checked.get(dtype, 0) + 1
+        checked["singleton classes"] += int(np.min(np.unique(labels, return_counts=True)[1]) == 1)
+        checked["large"] += int(len(labels) * features.shape[1] > 512)
+    assert min(checked.values()) >= 50, checked  # every kind of case really occurs

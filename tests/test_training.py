@@ -273,3 +273,20 @@ def test_profiles():
     with pytest.raises(ValueError, match="profile"):
         training.RunConfig.from_profile("huge", "ce")
     assert data.DIGITS_CLASS_NAMES == tuple("0123456789")
+
+
+@pytest.mark.tensorflow_only  # tf.function's trace counter
+def test_embeddings_and_predictions_trace_once(tmp_path, digits_arrays):
+    # Every call pads to whole batches of one model: no new trace for other numbers of images
+    # (retracing filled the notebooks' outputs with TensorFlow warnings).
+    config = training.RunConfig.from_profile("smoke", "ce", **dict(TINY, train_size=100, epochs=1))
+    result = training.run(config, tmp_path / "ce", arrays=digits_arrays)
+    x_test = digits_arrays[1][0]
+    traces = (result.embedder.predict_function.experimental_get_tracing_count(),
+              result.classifier.predict_function.experimental_get_tracing_count())
+    for count in (1, 37, 100, 61):
+        assert result.embed(x_test[:count]).shape == (count, 128)
+        assert result.predict(x_test[:count]).shape == (count,)
+    assert (result.embedder.predict_function.experimental_get_tracing_count(),
+            result.classifier.predict_function.experimental_get_tracing_count()) == traces
+    np.testing.assert_allclose(result.embed(x_test[:5]), result.embed(x_test[:50])[:5], atol=1e-5)

@@ -1,0 +1,84 @@
+"""supcon_lib.viz: the figures used by notebooks 05 and 06 (arrays in, figures out)."""
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from supcon_lib import viz  # noqa: E402
+
+CLASS_NAMES = ["a", "b", "c"]
+
+
+@pytest.fixture(autouse=True)
+def close_figures():
+    yield
+    plt.close("all")
+
+
+def cell_texts(ax):
+    return {(round(text.get_position()[1]), round(text.get_position()[0])): text for text in ax.texts}
+
+
+def test_text_colour_contrasts_with_the_background():
+    assert viz._text_colour((1.0, 1.0, 0.0, 1.0)) == "black"  # yellow: light
+    assert viz._text_colour((1.0, 1.0, 1.0)) == "black"
+    assert viz._text_colour((0.0, 0.0, 0.0)) == "white"
+    assert viz._text_colour((0.27, 0.0, 0.33, 1.0)) == "white"  # viridis' dark purple end
+    # The crossing point: black and white have equal contrast at relative luminance 0.179.
+    assert viz._text_colour((0.47, 0.47, 0.47)) == "black" and viz._text_colour((0.45, 0.45, 0.45)) == "white"
+
+
+def test_class_similarity_scales_colours_to_the_data_and_picks_readable_text():
+    matrix = np.array([[0.86, 0.55, 0.60], [0.55, 0.80, 0.70], [0.60, 0.70, 0.84]])
+    fig = viz.plot_class_similarity(matrix, CLASS_NAMES)
+    ax = fig.axes[0]
+    image = ax.images[0]
+    assert image.norm.vmin == pytest.approx(0.55) and image.norm.vmax == pytest.approx(0.86)
+    texts = cell_texts(ax)
+    assert texts[(0, 0)].get_text() == "0.86" and texts[(0, 0)].get_color() == "black"  # top of viridis: yellow
+    assert texts[(0, 1)].get_color() == "white"  # bottom of viridis: dark purple
+    fixed = viz.plot_class_similarity(matrix, CLASS_NAMES, vmin=-1.0, vmax=1.0)
+    assert fixed.axes[0].images[0].norm.vmin == -1.0
+
+
+def test_class_similarities_share_one_scale_and_show_nan_cells():
+    first = np.array([[0.9, 0.2, 0.3], [0.2, 0.8, 0.1], [0.3, 0.1, np.nan]])
+    second = np.full((3, 3), 0.5)
+    fig = viz.plot_class_similarities({"first": first, "second": second}, CLASS_NAMES, title="which separates more?")
+    panels = [ax for ax in fig.axes if ax.images]
+    assert [ax.get_title() for ax in panels] == ["first", "second"]
+    for ax in panels:
+        assert (ax.images[0].norm.vmin, ax.images[0].norm.vmax) == pytest.approx((0.1, 0.9))
+    assert cell_texts(panels[0])[(2, 2)].get_text() == "n/a"
+    assert len(fig.axes) == 3  # two panels and one shared colour bar
+    with pytest.raises(ValueError, match="shape"):
+        viz.plot_class_similarities({"wrong": np.zeros((2, 2))}, CLASS_NAMES)
+    with pytest.raises(ValueError, match="empty"):
+        viz.plot_class_similarities({}, CLASS_NAMES)
+
+
+def test_confusion_matrix_text_is_readable_on_dark_cells():
+    matrix = np.array([[50, 0, 1], [2, 45, 3], [0, 5, 40]])
+    ax = viz.plot_confusion_matrix(matrix, CLASS_NAMES).axes[0]
+    texts = cell_texts(ax)
+    assert texts[(0, 0)].get_color() == "white" and texts[(0, 1)].get_color() == "black"
+
+
+def test_two_phase_curves_put_each_loss_on_its_own_axes_with_reference_lines():
+    pretrain = {"loss": [6.2, 6.1, 6.0], "seconds": [1.0, 1.0, 1.0]}
+    probe = {"loss": [1.6, 1.5], "accuracy": [0.4, 0.5]}
+    fig = viz.plot_two_phase_curves(pretrain, probe, {"start": 6.24, "floor": 3.9}, title="t")
+    phase1, probe_loss, probe_accuracy = fig.axes
+    lines = phase1.get_lines()
+    np.testing.assert_allclose(lines[0].get_ydata(), pretrain["loss"])
+    assert [tuple(line.get_ydata()) for line in lines[1:]] == [(6.24, 6.24), (3.9, 3.9)]
+    assert [text.get_text() for text in phase1.get_legend().get_texts()][1:] == ["start = 6.240", "floor = 3.900"]
+    np.testing.assert_allclose(probe_loss.get_lines()[0].get_ydata(), probe["loss"])
+    np.testing.assert_allclose(probe_accuracy.get_lines()[0].get_ydata(), probe["accuracy"])
+    assert all(ax.get_xlabel() == "epoch" and ax.get_ylabel() and ax.get_title() for ax in fig.axes)
+    with pytest.raises(ValueError, match="loss"):
+        viz.plot_two_phase_curves({}, probe)
