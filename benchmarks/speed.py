@@ -301,8 +301,10 @@ def main(argv=None):
 def write_report(out, stem, report, text):
     """``out/stem.json`` (the whole report) and ``out/stem.md`` (its tables), then print the tables."""
     out.mkdir(parents=True, exist_ok=True)
-    (out / f"{stem}.json").write_text(json.dumps(report, indent=2) + "\n")
-    (out / f"{stem}.md").write_text(text + "\n")
+    for path, content in ((out / f"{stem}.json", json.dumps(report, indent=2) + "\n"), (out / f"{stem}.md", text + "\n")):
+        temporary = path.with_name(f".{path.name}.tmp")  # a kill while writing leaves the last report whole
+        temporary.write_text(content)
+        os.replace(temporary, path)
     print(text)
 
 

@@ -13,7 +13,7 @@
 # **Prerequisites:** notebooks 01 and 02; softmax cross-entropy.
 #
 # **Run time:** `smoke` (digits, 5 epochs) under a minute on a CPU; `cpu` (10,000 CIFAR-10
-# images, 15 epochs, small ResNet) about 15 minutes on 2 CPU cores (measured). On a GPU: `gpu`,
+# images, 15 epochs, small ResNet) about 5 minutes on 2 CPU cores (measured). On a GPU: `gpu`,
 # the default there (all of CIFAR-10, ResNet-18, 50 epochs), about 16 minutes on a Colab T4;
 # `full` (200 epochs) about 63 minutes on a T4. Both GPU times are *estimates* (multiply-adds
 # counted from the model, divided by a T4's measured throughput on a similar network; see the
@@ -37,6 +37,10 @@ from supcon_lib import quiet  # noqa: E402
 
 quiet.start()  # Keras and TensorFlow, without TensorFlow's start-up log lines
 
+import json  # noqa: E402
+
+import keras  # noqa: E402
+import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from supcon_lib import evaluation, paths, runtime, training, viz  # noqa: E402
@@ -56,11 +60,6 @@ print(PROFILE, "-", runtime.PROFILE_DESCRIPTIONS[PROFILE])
 # `gpu` and `full` train ResNet-18 itself. We state the budget instead of hiding it:
 
 # %%
-import json  # noqa: E402
-
-import keras  # noqa: E402
-import matplotlib.pyplot as plt  # noqa: E402
-
 config = training.RunConfig.from_profile(PROFILE, "ce")
 (x_train, y_train), (x_test, y_test), class_names = training.load_data(config)
 print(f"data: {config.dataset}, {len(x_train)} training and {len(x_test)} test images")

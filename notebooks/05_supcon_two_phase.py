@@ -13,7 +13,7 @@
 # **Prerequisites:** notebooks 03 (the loss) and 04 (the baseline).
 #
 # **Run time:** `smoke` (digits, 5 epochs) about a minute on a CPU; `cpu` (10,000 CIFAR-10 images,
-# 8 epochs of two views, small ResNet) about 15 minutes on 2 CPU cores (measured). On a GPU:
+# 8 epochs of two views, small ResNet) about 5 minutes on 2 CPU cores (measured). On a GPU:
 # `gpu`, the default there (all of CIFAR-10, ResNet-18, 25 epochs of two views: as many images
 # through the encoder as notebook 04's 50 epochs), about 16 minutes on a Colab T4; `full` (500
 # epochs) about 5 hours on a T4. Both GPU times are *estimates* (see the README's profile table),

@@ -6,7 +6,7 @@
         [--profile smoke|cpu|gpu|full]
 
 The profile sets every default (``smoke``: offline digits in seconds; ``cpu``: a real CIFAR-10
-subset in about 15 minutes on 2 cores; ``gpu``: all of CIFAR-10 in a Colab session; ``full``: the
+subset in about 5 minutes per method on 2 cores; ``gpu``: all of CIFAR-10 in a Colab session; ``full``: the
 paper-style GPU schedule); explicit
 flags override it. ``RUN_DIR/metrics.json`` is written atomically at the end. Starting the same
 command again after an interruption resumes from the last completed epoch.

@@ -76,3 +76,27 @@ def test_compile_modes_runs_both_modes(tiny_arrays):
         assert row["speed_up"] == pytest.approx(row["xla"]["off"]["seconds_per_step"] / row["xla"]["on"]["seconds_per_step"])
     assert report["methods"]["supcon"]["views"] == 2
     assert "| supcon | resnet_small | 16 | 2 |" in compile_modes.markdown(report)
+
+
+def test_recipe_study_is_resumable(tmp_path, capsys):
+    import json
+
+    import recipe_study
+
+    argv = ["--recipes", "ce", "supcon_1view", "--budgets", "0", "--dataset", "digits", "--train-size", "60",
+            "--test-size", "40", "--batch-size", "20", "--probe-epochs", "1", "--out", str(tmp_path)]
+    assert recipe_study.main(argv) == 0
+    report = json.loads((tmp_path / "recipe_study.json").read_text())
+    assert [(c["recipe"], c["budget_seconds"], c["seed"]) for c in report["cells"]] == [
+        ("ce", 0.0, 0), ("supcon_1view", 0.0, 0)]
+    for cell in report["cells"]:
+        assert cell["steps"] == 1  # a zero budget stops after the first step
+        assert cell["images_through_encoder"] == 20  # one view: as many images as cross-entropy
+        p = cell["test_accuracy"]
+        assert cell["test_accuracy_se"] == pytest.approx(math.sqrt(p * (1 - p) / 40))
+    assert (tmp_path / "recipe_study.png").stat().st_size > 0
+    assert "| supcon_1view | 0 | 0 | 1 | 20 |" in (tmp_path / "recipe_study.md").read_text()
+    capsys.readouterr()
+    assert recipe_study.main(argv) == 0  # started again: every cell is there already
+    assert capsys.readouterr().out.count("already done") == 2
+    assert json.loads((tmp_path / "recipe_study.json").read_text())["cells"] == report["cells"]
