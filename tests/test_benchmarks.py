@@ -95,7 +95,7 @@ def test_recipe_study_is_resumable(tmp_path, capsys):
         p = cell["test_accuracy"]
         assert cell["test_accuracy_se"] == pytest.approx(math.sqrt(p * (1 - p) / 40))
     assert (tmp_path / "recipe_study.png").stat().st_size > 0
-    assert "| supcon_1view | 0 | 0 | 1 | 20 |" in (tmp_path / "recipe_study.md").read_text()
+    assert "| supcon_1view | 0 | 0 | 1 | 20 | 100% |" in (tmp_path / "recipe_study.md").read_text()
     capsys.readouterr()
     assert recipe_study.main(argv) == 0  # started again: every cell is there already
     assert capsys.readouterr().out.count("already done") == 2
