@@ -111,8 +111,7 @@ def main(argv=None):
             train_size=args.train_size, test_size=args.test_size, epochs=args.epochs,
             probe_epochs=args.probe_epochs, batch_size=args.batch_size, encoder=args.encoder,
             temperature=args.temperature, views=args.views, seed=args.seed,
-            verbose="auto" if sys.stdout.isatty() else 2,
-        )
+        )  # verbose "auto": a progress bar in a terminal, one line per epoch in a log
         training.check_run_dir(out, config)  # a folder holding a run with other settings
         arrays = training.load_data(config)  # data errors surface before anything is written
     except (ValueError, TypeError, data.DataError) as exc:
