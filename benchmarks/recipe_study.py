@@ -169,8 +169,8 @@ def main(argv=None):
     args.out.mkdir(parents=True, exist_ok=True)
     results = args.out / "recipe_study.json"
     report = json.loads(results.read_text()) if results.exists() else {"cells": [], "throughput": {}}
-    arrays = training.load_data(config_for(args.recipes[0], args, seed=0))
     first = config_for(args.recipes[0], args, seed=0)
+    arrays = training.load_data(first)
     report.update({"date": time.strftime("%Y-%m-%d"), "machine": speed.machine(), "encoder": first.encoder,
                    "batch_size": first.batch_size,
                    "data": f"{first.dataset}, {len(arrays[0][0])} training / {len(arrays[1][0])} held-out images"})

@@ -123,7 +123,7 @@ class TestAccuracyPerEpoch(keras.callbacks.Callback):
         self.by_epoch = json.loads(path.read_text()) if path.exists() else {}  # a resumed run keeps earlier epochs
 
     def on_epoch_end(self, epoch, logs=None):
-        logits = self.model.predict(self.images, batch_size=256, verbose=0)
+        logits = evaluation.extract_embeddings(self.model, self.images, 256)  # batched predict, any model output
         self.by_epoch[str(epoch + 1)] = float(evaluation.accuracy(self.labels, np.argmax(logits, axis=1)))
         self.path.write_text(json.dumps(self.by_epoch))
 

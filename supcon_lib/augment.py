@@ -85,6 +85,11 @@ def _replica():
     return context.replica_id_in_sync_group, context.num_replicas_in_sync
 
 
+def _image_size(images):
+    """(height, width) of (B, H, W, C) images, as float32 scalars."""
+    return ops.cast(ops.shape(images)[1], "float32"), ops.cast(ops.shape(images)[2], "float32")
+
+
 def _per_image(images, values):
     """Reshape a (B,) vector so it broadcasts against (B, H, W, C) images."""
     return ops.reshape(values, (-1, 1, 1, 1))
@@ -233,8 +238,7 @@ class RandomResizedCrop(_RandomLayer):
 
     def crop_boxes(self, images):
         """One box per image, ``(left, top, width, height)`` in pixels, each of shape (B,)."""
-        height = ops.cast(ops.shape(images)[1], "float32")
-        width = ops.cast(ops.shape(images)[2], "float32")
+        height, width = _image_size(images)
         area = self._uniform(images, *self.scale, per_image=self.attempts) * height * width
         log_ratio = self._uniform(images, math.log(self.ratio[0]), math.log(self.ratio[1]), per_image=self.attempts)
         aspect = ops.exp(log_ratio)
@@ -256,8 +260,7 @@ class RandomResizedCrop(_RandomLayer):
         return left, top, crop_w, crop_h
 
     def transform(self, images):
-        height = ops.cast(ops.shape(images)[1], "float32")
-        width = ops.cast(ops.shape(images)[2], "float32")
+        height, width = _image_size(images)
         left, top, crop_w, crop_h = self.crop_boxes(images)
         # Output pixel centre x_out + 0.5 maps to left + (x_out + 0.5) * crop_w / width in the input.
         scale_x, scale_y = crop_w / width, crop_h / height
@@ -340,9 +343,7 @@ class RandomRotateZoom(_RandomLayer):
         angle = self._uniform(images, -self.rotation, self.rotation)
         zoom_y = self._uniform(images, 1.0 - self.zoom, 1.0 + self.zoom)
         zoom_x = self._uniform(images, 1.0 - self.zoom, 1.0 + self.zoom)
-        height = ops.cast(ops.shape(images)[1], "float32")
-        width = ops.cast(ops.shape(images)[2], "float32")
-        transforms = self.transforms(angle, zoom_y, zoom_x, height, width)
+        transforms = self.transforms(angle, zoom_y, zoom_x, *_image_size(images))
         return affine_transform(images, transforms, interpolation="bilinear", fill_mode="reflect")
 
     def get_config(self):

@@ -23,6 +23,8 @@ compilation (a minute or two per model with XLA) and anything outside the model 
 
 from __future__ import annotations
 
+import functools
+
 import keras
 
 __all__ = [
@@ -90,11 +92,13 @@ def count_macs(model):
     return int(total)
 
 
+@functools.lru_cache(maxsize=None)
 def encoder_macs(encoder_name, input_shape=(32, 32, 3)):
-    """Multiply-adds of one forward pass of the named encoder (``models.ENCODERS``)."""
+    """Multiply-adds of one forward pass of the named encoder (``models.ENCODERS``); the encoder
+    is built once per name and shape, not on every estimate."""
     from supcon_lib import models
 
-    return count_macs(models.build_encoder(encoder_name, input_shape))
+    return count_macs(models.build_encoder(encoder_name, tuple(input_shape)))
 
 
 def estimate_run_seconds(config, flops_per_second=T4_EFFECTIVE_FLOPS, macs=None):
