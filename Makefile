@@ -27,7 +27,7 @@ test: setup
 	SUPCON_PROFILE=smoke SUPCON_RUNS_DIR=build/test-runs $(BIN)/python -m pytest --nbmake notebooks
 	KERAS_BACKEND=jax $(BIN)/python -m pytest -n $(PYTEST_WORKERS) -m "not tensorflow_only" \
 		tests/test_losses.py tests/test_models.py tests/test_augment.py tests/test_training.py \
-		tests/test_benchmarks.py
+		tests/test_benchmarks.py tests/test_hybrid_and_momentum.py
 
 # Regenerate every .ipynb from its py:percent source (outputs stripped).
 sync-notebooks: setup

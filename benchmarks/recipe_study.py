@@ -75,10 +75,13 @@ def parse_args(argv=None):
 def config_for(recipe, args, seed, epochs=1):
     settings = dict(RECIPES[recipe])
     method = settings.pop("method")
-    return training.RunConfig.from_profile(
-        "cpu", method, dataset=args.dataset, data_dir=args.data_dir, train_size=args.train_size,
-        test_size=args.test_size, batch_size=args.batch_size, seed=seed, epochs=epochs,
-        probe_epochs=args.probe_epochs if method == "supcon" else None, verbose=0, **settings)
+    overrides = dict(dataset=args.dataset, data_dir=args.data_dir, train_size=args.train_size,
+                     test_size=args.test_size, batch_size=args.batch_size, seed=seed, epochs=epochs,
+                     probe_epochs=args.probe_epochs if method == "supcon" else None, verbose=0)
+    for key, value in settings.items():  # the recipe's own settings, unless the command line sets them
+        if overrides.get(key) is None:
+            overrides[key] = value
+    return training.RunConfig.from_profile("cpu", method, **overrides)
 
 
 def throughput(recipe, arrays, args, steps=6):

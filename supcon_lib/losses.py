@@ -70,7 +70,10 @@ import keras
 import numpy as np
 from keras import ops
 
-__all__ = ["FORMULATIONS", "NPairsLoss", "SupConLoss", "npairs_loss", "start_and_floor", "supcon_loss"]
+__all__ = [
+    "FORMULATIONS", "HybridLoss", "NPairsLoss", "SupConLoss", "cross_entropy_over_views", "hybrid_loss",
+    "npairs_loss", "start_and_floor", "supcon_loss", "supcon_queue_loss",
+]
 
 #: The two placements of the mean over positives (outside / inside the log).
 FORMULATIONS = ("out", "in")
@@ -273,7 +276,7 @@ def _masked_logsumexp(logits, mask):
 
 
 def _supcon_terms(anchors, contrast, anchor_classes, contrast_classes, anchor_positions,
-                  temperature, formulation):
+                  temperature, formulation, contrast_valid=None):
     """Per-anchor SupCon terms from unit vectors.
 
     Args:
@@ -286,6 +289,8 @@ def _supcon_terms(anchors, contrast, anchor_classes, contrast_classes, anchor_po
             its numerator and denominator).
         temperature: float > 0.
         formulation: "out" or "in".
+        contrast_valid: optional bool (M,), False for entries that take no part at all (the
+            empty slots of a queue).
 
     Returns:
         ``(terms, has_positive)``: float32 (N,) per-anchor losses (0 where there is no
@@ -297,6 +302,8 @@ def _supcon_terms(anchors, contrast, anchor_classes, contrast_classes, anchor_po
         ops.expand_dims(anchor_positions, 1),
         ops.expand_dims(ops.arange(num_contrast, dtype="int32"), 0),
     )
+    if contrast_valid is not None:
+        not_self = ops.logical_and(not_self, ops.expand_dims(contrast_valid, 0))
     same_class = ops.equal(ops.expand_dims(anchor_classes, 1), ops.expand_dims(contrast_classes, 0))
     positive = ops.logical_and(same_class, not_self)
 
@@ -415,6 +422,87 @@ def start_and_floor(labels, num_views: int) -> tuple[float, float]:
     start = math.log(len(labels) * num_views - 1) if len(labels) * num_views > 1 else 0.0
     floor = float(np.mean(np.log(positives[positives > 0]))) if np.any(positives > 0) else 0.0
     return start, floor
+
+
+def supcon_queue_loss(labels, queries, keys, queue, queue_labels, temperature: float = 0.1):
+    """SupCon against a momentum encoder's keys and a queue of earlier keys (MoCo-style SupCon).
+
+    The anchors are the ``B`` queries (one view per image, from the encoder being trained). The
+    contrast set of every anchor is the ``B`` keys of this batch (the other view of each image,
+    from the momentum encoder) followed by the ``K`` queue entries whose label is >= 0 (slots
+    holding -1 are empty and take no part). The positives of anchor ``i`` are the entries of the
+    contrast set with its label, its own key included, so every anchor has at least one::
+
+        L_i = -1/|P(i)| * sum_{p in P(i)} log( exp(q_i . k_p / t) / sum_{a in A} exp(q_i . k_a / t) )
+
+    (``L_out``; no entry is excluded as "self": a query is never in the contrast set.) The loss
+    is the mean of ``L_i`` over the anchors. The gradient flows into ``queries`` and, unless the
+    caller stops it, into ``keys``; the momentum encoder's keys are constants (stop the gradient).
+
+    Args:
+        labels: int (B,) or (B, 1), the class of each image.
+        queries: float (B, D), the trained encoder's projections of one view.
+        keys: float (B, D), the momentum encoder's projections of another view of the same images.
+        queue: float (K, D), earlier keys (K >= 0).
+        queue_labels: int (K,), their classes, -1 for an empty slot.
+        temperature: float > 0 (and >= 1e-4).
+
+    Returns:
+        A float32 scalar. Every input is cast to float32 and L2-normalised here.
+
+    Raises:
+        ValueError: bad temperature, shapes that do not match; NotImplementedError inside a
+        ``tf.distribute`` context with several replicas (the queue is one device's).
+        TypeError: non-integer labels, non-float embeddings.
+    """
+    temperature = _check_temperature(temperature)
+    if _multi_replica_context() is not None:
+        raise NotImplementedError("supcon_queue_loss runs on one device: its queue is not shared "
+                                  "between tf.distribute replicas")
+    name = "supcon_queue_loss"
+    queries = _check_features(queries, allow_views=False, function_name=name)[:, 0, :]
+    keys = _check_features(keys, allow_views=False, function_name=name)[:, 0, :]
+    queue = _check_features(queue, allow_views=False, function_name=name)[:, 0, :]
+    labels = _check_labels(labels, ops.expand_dims(queries, 1), function_name=name)
+    queue_labels = _check_labels(queue_labels, ops.expand_dims(queue, 1), function_name=name)
+    if keys.shape[0] is not None and queries.shape[0] is not None and keys.shape[0] != queries.shape[0]:
+        raise ValueError(f"{name}: {queries.shape[0]} queries but {keys.shape[0]} keys")
+    if len({queries.shape[-1], keys.shape[-1], queue.shape[-1]}) != 1:
+        raise ValueError(f"{name}: queries, keys and queue must have one embedding size, got "
+                         f"{queries.shape[-1]}, {keys.shape[-1]} and {queue.shape[-1]}")
+    labels, queue_labels = ops.cast(labels, "int32"), ops.cast(queue_labels, "int32")
+    contrast = ops.concatenate([_l2_normalize(keys), _l2_normalize(queue)], axis=0)
+    contrast_classes = ops.concatenate([labels, queue_labels], axis=0)
+    contrast_valid = ops.concatenate([ops.ones_like(labels, dtype="bool"), queue_labels >= 0], axis=0)
+    no_self = -ops.ones_like(labels)  # a query is never in the contrast set
+    terms, has_positive = _supcon_terms(_l2_normalize(queries), contrast, labels, contrast_classes, no_self,
+                                        temperature, "out", contrast_valid)
+    return _mean_over_anchors_with_positives(terms, has_positive)
+
+
+def hybrid_loss(labels, logits, features, supcon_weight: float = 1.0, temperature: float = 0.1):
+    """Cross-entropy on a classifier head plus ``supcon_weight`` times SupCon on a projection
+    head, from the same views: one stage, no probe (the "hybrid" recipe).
+
+    ``logits``: float (B, V, C) or (B, C), the classifier head's output for each view;
+    ``features``: float (B, V, D) or (B, D), the projection head's. The value is
+    ``mean over images and views of -log softmax(logits)[label] + supcon_weight *
+    supcon_loss(labels, features, temperature)`` (``L_out``), a float32 scalar.
+    """
+    if isinstance(supcon_weight, bool) or not isinstance(supcon_weight, (int, float)) \
+            or not math.isfinite(supcon_weight) or supcon_weight < 0:
+        raise ValueError(f"supcon_weight must be a finite number >= 0, got {supcon_weight!r}")
+    return cross_entropy_over_views(labels, logits) + supcon_weight * supcon_loss(labels, features, temperature)
+
+
+def cross_entropy_over_views(labels, logits):
+    """Softmax cross-entropy averaged over images and views: ``logits`` (B, V, C) or (B, C),
+    ``labels`` int (B,) or (B, 1); a float32 scalar."""
+    logits = _check_features(logits, allow_views=True, function_name="cross_entropy_over_views")
+    labels = ops.cast(_check_labels(labels, logits, function_name="cross_entropy_over_views"), "int32")
+    log_probabilities = ops.log_softmax(logits, axis=-1)  # (B, V, C)
+    targets = ops.one_hot(labels, logits.shape[-1], dtype="float32")[:, None, :]
+    return -ops.mean(ops.sum(targets * log_probabilities, axis=-1))
 
 
 def npairs_loss(labels, features, temperature: float = 0.05):
@@ -558,3 +646,40 @@ class NPairsLoss(_BatchLevelLoss):
 
     def get_config(self) -> dict:
         return {**super().get_config(), "temperature": self.temperature}
+
+
+@keras.saving.register_keras_serializable(package="supcon_lib")
+class HybridLoss(_BatchLevelLoss):
+    """:func:`hybrid_loss` as a ``keras.losses.Loss``, for a model with ONE output that holds the
+    classifier's logits and the projections side by side: ``y_pred`` (B, V, C + D) or (B, C + D),
+    of which the first ``num_classes`` entries are logits. (One output keeps ``compile`` and
+    checkpoints the same on every backend; ``training.build_hybrid_model`` builds such a model.)
+
+    Args:
+        num_classes: int >= 2, C.
+        supcon_weight: float >= 0, the weight of the SupCon term (default 1).
+        temperature: float > 0, SupCon's temperature (default 0.1).
+    """
+
+    def __init__(self, num_classes: int, supcon_weight: float = 1.0, temperature: float = 0.1,
+                 name: str = "hybrid_loss", **kwargs):
+        super().__init__(name=name, **kwargs)
+        if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) or num_classes < 2:
+            raise ValueError(f"num_classes must be an integer >= 2, got {num_classes!r}")
+        self.num_classes = int(num_classes)
+        self.temperature = _check_temperature(temperature)
+        hybrid_loss(np.zeros(2, "int32"), np.zeros((2, 2), "float32"), np.ones((2, 2), "float32"),
+                    supcon_weight, self.temperature)  # checks supcon_weight
+        self.supcon_weight = float(supcon_weight)
+
+    def call(self, y_true, y_pred):
+        y_pred = ops.convert_to_tensor(y_pred)
+        if y_pred.shape[-1] is not None and y_pred.shape[-1] <= self.num_classes:
+            raise ValueError(f"{self.name}: y_pred has {y_pred.shape[-1]} entries per view, not more than "
+                             f"num_classes = {self.num_classes}: it must hold logits and projections")
+        return hybrid_loss(_class_ids(y_true), y_pred[..., : self.num_classes], y_pred[..., self.num_classes:],
+                           self.supcon_weight, self.temperature)
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "num_classes": self.num_classes, "supcon_weight": self.supcon_weight,
+                "temperature": self.temperature}

@@ -19,6 +19,10 @@ Encoders (:data:`ENCODERS`, built by :func:`build_encoder`):
     ~0.31M weights. One training step of 128 images takes ~0.4-0.6 s on 2 CPU cores (220-330
     images/s, against ~10 images/s for ``"resnet18"`` and ~120 for two blocks per stage), so a
     CPU run finishes in minutes.
+``"resnet14"``
+    He et al.'s (2016) CIFAR ResNet of depth 6n + 2 with n = 2: three stages of two basic blocks,
+    widths 16/32/64, 64 features, ~0.17M weights. Deeper at low resolution than ``"resnet_small"``
+    for ~1.5x its multiply-adds; the ``cpu`` profile's encoder (``benchmarks/recipe_study.py``).
 ``"resnet50v2"``
     The encoder of the original keras-io SupCon example: ``keras.applications.ResNet50V2`` with an
     *ImageNet stem* (7x7 stride-2 convolution, then a stride-2 max-pool). Designed for 224x224 inputs,
@@ -62,7 +66,7 @@ __all__ = [
 ]
 
 #: Encoder names accepted by :func:`build_encoder`.
-ENCODERS = ("resnet18", "resnet_small", "resnet50v2")
+ENCODERS = ("resnet18", "resnet_small", "resnet14", "resnet50v2")
 #: Projection-head kinds accepted by :func:`build_projection_head`.
 PROJECTION_HEADS = ("original", "linear", "mlp")
 #: Classifier-head kinds accepted by :func:`build_classifier_head`.
@@ -72,8 +76,9 @@ CLASSIFIER_HEADS = ("linear", "mlp")
 _CIFAR_RESNETS = {
     "resnet18": ((64, 128, 256, 512), (2, 2, 2, 2)),
     "resnet_small": ((16, 32, 64, 128), (1, 1, 1, 1)),
+    "resnet14": ((16, 32, 64), (2, 2, 2)),
 }
-_FEATURE_DIMS = {"resnet18": 512, "resnet_small": 128, "resnet50v2": 2048}
+_FEATURE_DIMS = {"resnet18": 512, "resnet_small": 128, "resnet14": 64, "resnet50v2": 2048}
 
 _BN_MOMENTUM = 0.9
 _BN_EPSILON = 1e-5

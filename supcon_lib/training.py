@@ -33,6 +33,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import math
 import os
 import sys
 import time
@@ -42,9 +43,9 @@ import keras
 import numpy as np
 from keras import ops
 
-from supcon_lib import augment, data, evaluation, losses, models, paths
+from supcon_lib import augment, data, evaluation, losses, models, momentum, paths
 
-METHODS = ("ce", "supcon")
+METHODS = ("ce", "supcon", "hybrid")
 PROFILES = ("smoke", "cpu", "gpu", "full")
 OPTIMIZERS = ("sgd", "adam")
 LOSSES = ("supcon", "simclr", "npairs")
@@ -58,12 +59,14 @@ _PROFILE_SETTINGS = {
                        learning_rate=0.2),
         "ce": dict(epochs=5),
         "supcon": dict(epochs=5, probe_epochs=30),
+        "hybrid": dict(epochs=5, views=1),
     },
     # Real CIFAR-10 images on 2 CPU cores in about 5 minutes per method (measured 2026-11-29).
     "cpu": {
         "common": dict(dataset="cifar10", encoder="resnet_small", batch_size=256, train_size=10_000, test_size=2_000),
         "ce": dict(epochs=15),
         "supcon": dict(epochs=8, probe_epochs=30),
+        "hybrid": dict(epochs=15, views=1),
     },
     # All of CIFAR-10 in one Colab session: notebooks 04-06 within an hour on a T4 (an estimate,
     # supcon_lib.cost, with room for a factor of 1.8). Both recipes push the same number of
@@ -72,23 +75,26 @@ _PROFILE_SETTINGS = {
         "common": dict(dataset="cifar10", encoder="resnet18", batch_size=512, train_size=None, test_size=None),
         "ce": dict(epochs=50),
         "supcon": dict(epochs=25, probe_epochs=20),
+        "hybrid": dict(epochs=50, views=1),
     },
     # The paper-style schedule on all of CIFAR-10, for readers with hours of GPU time.
     "full": {
         "common": dict(dataset="cifar10", encoder="resnet18", batch_size=512, train_size=None, test_size=None),
         "ce": dict(epochs=200),
         "supcon": dict(epochs=500, probe_epochs=50),
+        "hybrid": dict(epochs=200, views=1),
     },
 }
 
 # Learning rate per 256 images of batch (scaled linearly), per optimizer and method.
-_BASE_LEARNING_RATE = {("sgd", "ce"): 0.1, ("sgd", "supcon"): 0.125, ("adam", "ce"): 1e-3, ("adam", "supcon"): 1e-3}
+_BASE_LEARNING_RATE = {("sgd", "ce"): 0.1, ("sgd", "supcon"): 0.125, ("sgd", "hybrid"): 0.1,
+                       ("adam", "ce"): 1e-3, ("adam", "supcon"): 1e-3, ("adam", "hybrid"): 1e-3}
 # Weight decay, with the values of the CIFAR recipes (5e-4 for cross-entropy, 1e-4 for SupCon, as in
 # HobbitLong/SupContrast) but NOT their strength: Keras' SGD decays decoupled, w -= lr * wd * w,
 # while PyTorch's SGD, which those recipes use, adds wd * w to the gradient before momentum 0.9,
 # which multiplies its steady-state effect by 1 / (1 - 0.9) = 10. Ours is about 10x weaker; pass
 # weight_decay=10 * value for theirs.
-_WEIGHT_DECAY = {"ce": 5e-4, "supcon": 1e-4}
+_WEIGHT_DECAY = {"ce": 5e-4, "supcon": 1e-4, "hybrid": 5e-4}
 
 
 @dataclasses.dataclass
@@ -123,6 +129,9 @@ class RunConfig:
     jit_compile: str = "auto"
     strategy: str = "auto"
     knn_k: int = 20
+    supcon_weight: float = 1.0  # hybrid: loss = cross-entropy + supcon_weight * SupCon
+    queue_size: int = 0  # supcon: > 0 adds a momentum encoder and a queue of this many keys
+    key_momentum: float = 0.99  # supcon with a queue: how slowly the key encoder follows
     verbose: int | str = "auto"
 
     @classmethod
@@ -149,7 +158,7 @@ class RunConfig:
     # -- derived values --------------------------------------------------------------------
     @property
     def augmentation_kind(self):
-        return self.augmentation or ("baseline" if self.method == "ce" else "supcon")
+        return self.augmentation or ("supcon" if self.method == "supcon" else "baseline")
 
     @property
     def base_learning_rate(self):
@@ -195,6 +204,22 @@ class RunConfig:
              f"the simclr loss needs two views or more (one view has no positive); found views={self.views}")
         need(self.loss != "npairs" or self.views == 1,
              f"the npairs loss of the original example uses one view per image; found views={self.views}")
+        need(isinstance(self.supcon_weight, (int, float)) and not isinstance(self.supcon_weight, bool)
+             and math.isfinite(self.supcon_weight) and self.supcon_weight >= 0,
+             f"supcon_weight must be a finite number >= 0, found {self.supcon_weight!r}")
+        need(isinstance(self.queue_size, int) and not isinstance(self.queue_size, bool) and self.queue_size >= 0,
+             f"queue_size must be a non-negative integer, found {self.queue_size!r}")
+        need(isinstance(self.key_momentum, (int, float)) and 0 <= self.key_momentum < 1,
+             f"key_momentum must be in [0, 1), found {self.key_momentum!r}")
+        if self.queue_size:
+            need(self.method == "supcon" and self.loss == "supcon" and self.formulation == "out",
+                 "queue_size > 0 (a momentum encoder and a queue) goes with method supcon, loss supcon, "
+                 f"formulation out; found method {self.method!r}, loss {self.loss!r}, formulation {self.formulation!r}")
+            need(self.views == 2, f"the momentum encoder uses two views (queries and keys); found views={self.views}")
+            need(self.queue_size >= self.batch_size,
+                 f"queue_size ({self.queue_size}) must be at least the batch size ({self.batch_size})")
+            need(self.strategy in ("auto", "default"),
+                 f"the queue lives on one device: strategy must be auto or default, found {self.strategy!r}")
         need(self.augmentation_kind in augment.PIPELINES,
              f"augmentation must be one of {sorted(augment.PIPELINES)}, found {self.augmentation!r}")
         need(self.projection_head in models.PROJECTION_HEADS,
@@ -319,16 +344,16 @@ def make_dataset(inputs, labels, batch_size, seed=0, first_epoch=0, last_epoch=1
     On the TensorFlow backend this is a ``tf.data`` pipeline (which ``tf.distribute`` can split
     between replicas); on the others a :class:`EpochBatches` (a ``keras.utils.PyDataset``).
     """
-    batch_size = min(batch_size, len(inputs))
+    num_items = num_rows(inputs)
+    batch_size = min(batch_size, num_items)
     if keras.backend.backend() != "tensorflow":
         return EpochBatches(inputs, labels, batch_size, seed, first_epoch, last_epoch, shuffle)
     import tensorflow as tf
 
     if not shuffle:
         return tf.data.Dataset.from_tensor_slices((inputs, labels)).batch(batch_size).prefetch(tf.data.AUTOTUNE)
-    num_items = len(inputs)
     steps = num_items // batch_size
-    inputs, labels = tf.constant(inputs), tf.constant(labels)
+    inputs, labels = tf.nest.map_structure(tf.constant, inputs), tf.constant(labels)
 
     def batches_of_epoch(epoch):
         index = tf.numpy_function(lambda e: epoch_batches(num_items, batch_size, seed, e), [epoch], tf.int64,
@@ -338,8 +363,20 @@ def make_dataset(inputs, labels, batch_size, seed=0, first_epoch=0, last_epoch=1
     # map + unbatch (not flat_map over a batched dataset): tf.distribute's rebatching then splits
     # whole batches between replicas and never rewrites the index batches themselves.
     batches = tf.data.Dataset.range(first_epoch, last_epoch).map(batches_of_epoch).unbatch()
-    return batches.map(lambda index: (tf.gather(inputs, index), tf.gather(labels, index)),
+    return batches.map(lambda index: (tf.nest.map_structure(lambda a: tf.gather(a, index), inputs),
+                                      tf.gather(labels, index)),
                        num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+
+
+def num_rows(inputs):
+    """The number of items in ``inputs``: an array, or a tuple of arrays of one length (a model
+    with several inputs, such as the momentum encoder's (images, labels))."""
+    if isinstance(inputs, tuple):
+        lengths = {len(part) for part in inputs}
+        if len(lengths) != 1:
+            raise ValueError(f"the inputs have different lengths: {sorted(lengths)}")
+        return lengths.pop()
+    return len(inputs)
 
 
 class EpochBatches(keras.utils.PyDataset):
@@ -357,10 +394,11 @@ class EpochBatches(keras.utils.PyDataset):
 
     def __init__(self, inputs, labels, batch_size, seed=0, first_epoch=0, last_epoch=1, shuffle=True):
         super().__init__()
-        self.inputs, self.labels = np.asarray(inputs), np.asarray(labels)
+        self.inputs = tuple(map(np.asarray, inputs)) if isinstance(inputs, tuple) else np.asarray(inputs)
+        self.labels, self.num_items = np.asarray(labels), num_rows(inputs)
         self.batch_size, self.seed, self.shuffle = int(batch_size), int(seed), shuffle
         self.first_epoch, self.last_epoch = int(first_epoch), int(last_epoch)
-        self.steps = len(self.inputs) // self.batch_size if shuffle else -(-len(self.inputs) // self.batch_size)
+        self.steps = self.num_items // self.batch_size if shuffle else -(-self.num_items // self.batch_size)
         self._epoch, self._order = None, None  # the epoch being read and its (steps, batch_size) indices
 
     def __len__(self):
@@ -374,8 +412,10 @@ class EpochBatches(keras.utils.PyDataset):
         else:
             epoch, step = self.first_epoch + index // self.steps, index % self.steps
             if epoch != self._epoch:  # fit reads in order: one permutation per epoch
-                self._epoch, self._order = epoch, epoch_batches(len(self.inputs), self.batch_size, self.seed, epoch)
+                self._epoch, self._order = epoch, epoch_batches(self.num_items, self.batch_size, self.seed, epoch)
             items = self._order[step]
+        if isinstance(self.inputs, tuple):
+            return tuple(part[items] for part in self.inputs), self.labels[items]
         return self.inputs[items], self.labels[items]
 
 
@@ -409,7 +449,7 @@ def make_optimizer(config, steps_per_epoch, epochs, learning_rate=None, weight_d
     if kind == "adam":
         optimizer = keras.optimizers.Adam(schedule, weight_decay=weight_decay or None)
     else:
-        optimizer = keras.optimizers.SGD(schedule, momentum=0.9, weight_decay=weight_decay or None)
+        optimizer = keras.optimizers.SGD(schedule, momentum=0.9, nesterov=True, weight_decay=weight_decay or None)
     if weight_decay:
         optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
     return optimizer
@@ -477,6 +517,36 @@ def build_supcon_model(config, train_images):
     return keras.Model(inputs, projections, name="supcon_pretraining"), encoder, pipeline
 
 
+def build_hybrid_model(config, train_images, num_classes):
+    """images -> V views -> encoder -> [classifier logits (B, V, C) | projections (B, V, P)],
+    side by side in one output for :class:`losses.HybridLoss`; returns (model, encoder, pipeline).
+    The classifier head is the layer named ``classifier_head``."""
+    pipeline = _augmentation(config, train_images)
+    encoder = models.build_encoder(config.encoder, input_shape=train_images.shape[1:])
+    features = encoder.output_shape[-1]
+    classifier = models.build_classifier_head(config.classifier_head, features, num_classes)
+    head = models.build_projection_head(config.projection_head, features, config.projection_dim)
+    inputs = keras.Input(train_images.shape[1:], name="images")
+    views = augment.MultiView(pipeline, config.views, name="views")(inputs)
+    encoded = encoder(MergeViews(name="merge_views")(views))  # (B * V, F)
+    both = keras.layers.Concatenate(name="logits_and_projections")([classifier(encoded), head(encoded)])
+    both = SplitViews(config.views, name="split_views")(both)  # (B, V, C + P)
+    both = keras.layers.Activation("linear", dtype="float32", name="outputs")(both)
+    return keras.Model(inputs, both, name="hybrid"), encoder, pipeline
+
+
+def build_momentum_model(config, train_images):
+    """SupCon with a momentum encoder and a label queue (:class:`momentum.MomentumSupCon`), input
+    ``(images, labels)``; returns (model, encoder, pipeline)."""
+    pipeline = _augmentation(config, train_images)
+    encoder = models.build_encoder(config.encoder, input_shape=train_images.shape[1:])
+    head = models.build_projection_head(config.projection_head, encoder.output_shape[-1], config.projection_dim)
+    model = momentum.MomentumSupCon(pipeline, encoder, head, config.queue_size, config.key_momentum,
+                                    config.temperature, name="supcon_momentum")
+    model.build(((None, *train_images.shape[1:]), (None,)))
+    return model, encoder, pipeline
+
+
 def contrastive_loss(config):
     """The phase-1 loss a SupCon config asks for (``SupConLoss``, SimCLR's, or ``NPairsLoss``)."""
     if config.loss == "npairs":
@@ -492,6 +562,13 @@ def build_compiled_model(config, train_images, num_classes, steps_per_epoch, jit
         model, encoder, pipeline = build_ce_model(config, train_images, num_classes)
         model.compile(optimizer=optimizer, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                       metrics=["accuracy"], jit_compile=jit_compile)
+    elif config.method == "hybrid":
+        model, encoder, pipeline = build_hybrid_model(config, train_images, num_classes)
+        model.compile(optimizer=optimizer, jit_compile=jit_compile,
+                      loss=losses.HybridLoss(num_classes, config.supcon_weight, config.temperature))
+    elif config.queue_size:
+        model, encoder, pipeline = build_momentum_model(config, train_images)
+        model.compile(optimizer=optimizer, jit_compile=jit_compile)  # the model adds its loss
     else:
         model, encoder, pipeline = build_supcon_model(config, train_images)
         model.compile(optimizer=optimizer, loss=contrastive_loss(config), jit_compile=jit_compile)
@@ -604,9 +681,9 @@ def fit_epochs(model, inputs, labels, batch_size, seed, epochs, run_dir, phase, 
     if done:
         print(f"[{phase}] {done} of {epochs} epochs already done (from {checkpointer.marker})")
     if done < epochs:
-        batch_size = min(batch_size, len(inputs))
+        batch_size = min(batch_size, num_rows(inputs))
         model.fit(make_dataset(inputs, labels, batch_size, seed, done, epochs),
-                  initial_epoch=done, epochs=epochs, steps_per_epoch=len(inputs) // batch_size,
+                  initial_epoch=done, epochs=epochs, steps_per_epoch=num_rows(inputs) // batch_size,
                   callbacks=[*callbacks, _CheckpointEachEpoch(checkpointer, history)], verbose=verbose,
                   shuffle=False)  # the dataset is already shuffled, per epoch
     return history
@@ -642,7 +719,7 @@ class RunResult:
 
     def predict(self, images, batch_size=256):
         """Predicted classes of ``images``: the classifier (CE) or the probe on the encoder (SupCon)."""
-        if self.metrics["method"] == "ce":
+        if self.metrics["method"] != "supcon":  # ce, hybrid: images -> logits
             logits = evaluation.extract_embeddings(self.classifier, images, batch_size)
         else:
             logits = evaluation.extract_embeddings(self.classifier, self.embed(images, batch_size), 1024)
@@ -748,9 +825,10 @@ def _run_locked(config, run_dir, callbacks, started, x_train, y_train, x_test, y
             model, encoder, pipeline = build_compiled_model(config, x_train, num_classes, steps, jit)
         if strategy is not None and strategy.num_replicas_in_sync > 1:
             _synchronize_batch_norm(encoder)
-        phase = "train" if config.method == "ce" else "pretrain"
+        phase = "pretrain" if config.method == "supcon" else "train"
         resumed = {name: EpochCheckpointer(run_dir, name).epochs_done() for name in (phase, "probe")}
-        history[phase] = fit_epochs(model, x_train, y_train, config.batch_size, config.seed,
+        inputs = (x_train, y_train) if config.queue_size else x_train  # the queue stores labels
+        history[phase] = fit_epochs(model, inputs, y_train, config.batch_size, config.seed,
                                     config.epochs, run_dir, phase, callbacks, config.verbose)
 
         # Replace batch norm's running averages by the statistics of the final weights.
@@ -759,8 +837,9 @@ def _run_locked(config, run_dir, callbacks, started, x_train, y_train, x_test, y
         embedder = inference_model(pipeline, encoder)
         train_embeddings = evaluation.extract_embeddings(embedder, x_train)
         test_embeddings = evaluation.extract_embeddings(embedder, x_test)
-        if config.method == "ce":
-            classifier = model  # images -> logits already
+        if config.method != "supcon":  # trained end to end: images -> logits
+            classifier = model if config.method == "ce" else keras.Sequential(
+                [pipeline, encoder, model.get_layer("classifier_head")], name="hybrid_classifier")
             test_logits = evaluation.extract_embeddings(classifier, x_test, 256)
         else:
             classifier, history["probe"] = _train_probe(
@@ -770,11 +849,13 @@ def _run_locked(config, run_dir, callbacks, started, x_train, y_train, x_test, y
         _save_atomically(embedder, run_dir / "embedder.keras")
         metrics = {
             "method": config.method, "dataset": config.dataset, "encoder": config.encoder,
-            "profile": config.profile, "loss": config.loss if config.method == "supcon" else "cross_entropy",
+            "profile": config.profile,
+            "loss": {"ce": "cross_entropy", "hybrid": "cross_entropy+supcon"}.get(config.method, config.loss),
+            "queue_size": config.queue_size if config.method == "supcon" else None,
             "train_size": int(len(x_train)), "test_size": int(len(x_test)),
             "epochs": config.epochs, "probe_epochs": config.probe_epochs if config.method == "supcon" else None,
-            "batch_size": config.batch_size, "views": config.views if config.method == "supcon" else 1,
-            "temperature": config.temperature if config.method == "supcon" else None,
+            "batch_size": config.batch_size, "views": config.views if config.method != "ce" else 1,
+            "temperature": config.temperature if config.method != "ce" else None,
             "seed": config.seed,
             "test_accuracy": float(evaluation.accuracy(y_test, test_predictions)),
             "knn_accuracy": float(evaluation.knn_accuracy(
@@ -857,6 +938,11 @@ def _train_probe(config, train_embeddings, train_labels, num_classes, run_dir, s
 def train_ce(run_dir, profile="smoke", **settings):
     """The cross-entropy baseline: ``run(RunConfig.from_profile(profile, "ce", **settings))``."""
     return run(RunConfig.from_profile(profile, "ce", **settings), run_dir)
+
+
+def train_hybrid(run_dir, profile="smoke", **settings):
+    """Cross-entropy + SupCon in one stage: ``run(RunConfig.from_profile(profile, "hybrid", **settings))``."""
+    return run(RunConfig.from_profile(profile, "hybrid", **settings), run_dir)
 
 
 def train_supcon(run_dir, profile="smoke", **settings):
