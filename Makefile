@@ -1,12 +1,17 @@
 # Two commands do everything (see README.md):
 #   make demo   set up .venv, execute every notebook (smoke profile) into build/, print results
 #   make test   set up .venv, run the test suite (library tests + every notebook under nbmake)
+# and three more for the library itself:
+#   make check-wheel     build the wheel, install it into a new venv without the dev extra, run the
+#                        README's "Use it in your own model" examples outside the checkout
+#   make docs            the API reference (pdoc) in build/docs/
+#   make sync-notebooks  regenerate every .ipynb from its .py source
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 PYTEST_WORKERS ?= 2
 
-.PHONY: setup demo test sync-notebooks clean
+.PHONY: setup demo test check-wheel docs sync-notebooks clean
 
 setup: $(VENV)/.installed
 
@@ -24,10 +29,19 @@ demo: setup
 test: setup
 	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) tests
 	rm -rf build/test-runs
-	SUPCON_PROFILE=smoke SUPCON_RUNS_DIR=build/test-runs $(BIN)/python -m pytest --nbmake notebooks
+	SUPCON_PROFILE=smoke SUPCON_RUNS_DIR=$(CURDIR)/build/test-runs $(BIN)/python -m pytest --nbmake notebooks
 	KERAS_BACKEND=jax $(BIN)/python -m pytest -n $(PYTEST_WORKERS) -m "not tensorflow_only" \
 		tests/test_losses.py tests/test_models.py tests/test_augment.py tests/test_training.py \
 		tests/test_benchmarks.py tests/test_hybrid_and_momentum.py
+
+# The wheel, installed on its own (dependencies from PyPI) and used from outside the checkout.
+check-wheel: setup
+	$(BIN)/python tools/check_wheel.py
+
+# API reference from the docstrings; build/docs/index.html opens the package page.
+docs: setup
+	rm -rf build/docs
+	MPLBACKEND=Agg TF_CPP_MIN_LOG_LEVEL=2 $(BIN)/python -m pdoc --docformat google -o build/docs supcon_lib
 
 # Regenerate every .ipynb from its py:percent source (outputs stripped).
 sync-notebooks: setup

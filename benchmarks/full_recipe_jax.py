@@ -38,21 +38,35 @@ from speed import write_report  # noqa: E402
 from supcon_lib import data, training  # noqa: E402
 
 
-def parse_args(argv=None):
-    from supcon_lib.__main__ import _non_negative_int, _positive_int
+def integer_at_least(minimum):
+    """An argparse type: an integer >= ``minimum``, else a usage error."""
 
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < minimum:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, found {text!r}")
+        return value
+
+    return parse
+
+
+def parse_args(argv=None):
+    positive, non_negative = integer_at_least(1), integer_at_least(0)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", required=True, help="the packed CIFAR-10 file (or any CIFAR-10 copy)")
     parser.add_argument("--methods", nargs="+", choices=training.METHODS, default=list(training.METHODS))
     parser.add_argument("--profile", choices=("gpu", "full"), default="full",
                         help="the settings to start from: the one-session gpu profile or the paper-style full one")
-    parser.add_argument("--epochs", type=_positive_int, help="override the profile's epochs (phase 1 for supcon)")
-    parser.add_argument("--probe-epochs", type=_positive_int, help="override the probe's epochs")
-    parser.add_argument("--train-size", type=_positive_int, help="stratified training subset (default: all)")
-    parser.add_argument("--test-size", type=_positive_int, help="stratified test subset (default: all)")
-    parser.add_argument("--batch-size", type=_positive_int, help="override the batch size (default 512)")
+    parser.add_argument("--epochs", type=positive, help="override the profile's epochs (phase 1 for supcon)")
+    parser.add_argument("--probe-epochs", type=positive, help="override the probe's epochs")
+    parser.add_argument("--train-size", type=positive, help="stratified training subset (default: all)")
+    parser.add_argument("--test-size", type=positive, help="stratified test subset (default: all)")
+    parser.add_argument("--batch-size", type=positive, help="override the batch size (default 512)")
     parser.add_argument("--encoder", help="override the encoder (default resnet18)")
-    parser.add_argument("--seed", type=_non_negative_int, default=0)
+    parser.add_argument("--seed", type=non_negative, default=0)
     parser.add_argument("--runs-dir", type=Path, default=Path("runs") / "jax-full", help="one run folder per method")
     parser.add_argument("--out", type=Path, default=Path("benchmarks") / "results", help="where the report goes")
     return parser.parse_args(argv)

@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from supcon_lib import losses, training  # noqa: E402
+from supcon_lib import losses, runtime, training  # noqa: E402
 
 FULL_SIZES = (256, 512, 1024, 2048, 4096)
 QUICK_SIZES = (256, 512)
@@ -216,7 +216,7 @@ def main(argv=None) -> int:
         "environment": {
             "backend": keras.backend.backend(), "keras": keras.__version__,
             "python": platform.python_version(), "machine": platform.machine(),
-            "cpu_count": os.cpu_count(), "accelerator": training._accelerator()[0],
+            "cpu_count": os.cpu_count(), "accelerator": runtime.accelerator(),
         },
         "results": rows,
         "markdown": table,

@@ -44,6 +44,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 from supcon_lib import evaluation, training  # noqa: E402
+from supcon_lib.budget import WallClockBudget  # noqa: E402
 
 RECIPES = {
     # The keras-io example (2020): ResNet50V2, its augmentation in the model, one view, npairs
@@ -68,29 +69,6 @@ class StepTimer(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         self.times.append(time.perf_counter() - self.started)
-
-
-class WallClockBudget(keras.callbacks.Callback):
-    """Stops the first ``fit`` it sees (pre-training) after the step that ends past ``seconds``;
-    later fits (the probe) run untouched."""
-
-    def __init__(self, seconds):
-        super().__init__()
-        self.seconds, self.steps, self.used, self.finished = seconds, 0, 0.0, False
-
-    def on_train_begin(self, logs=None):
-        self.started = time.perf_counter()
-
-    def on_train_batch_end(self, batch, logs=None):
-        if self.finished:
-            return
-        self.steps += 1
-        self.used = time.perf_counter() - self.started
-        if self.used >= self.seconds:
-            self.model.stop_training = True
-
-    def on_train_end(self, logs=None):
-        self.finished = True
 
 
 def _compiled_supcon_model(config, x_train):
@@ -217,7 +195,7 @@ def bench_loss_cost(sizes, with_step):
 
 
 def machine():
-    kind, capabilities = training._accelerator()
+    kind, capabilities = training.accelerator_info()
     description = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
                    "cpu_count": os.cpu_count(), "accelerator": kind, "keras": keras.__version__,
                    "backend": keras.backend.backend()}

@@ -24,9 +24,9 @@ import subprocess
 import sys
 
 IS_COLAB = "google.colab" in sys.modules
-REPOSITORY = "supcon-teaching/supcon"  # the one repository address (supcon_lib.paths.REPOSITORY)
+INSTALL_SOURCE = "git+https://github.com/supcon-teaching/supcon@v0.2.0"  # a release: supcon_lib.paths.INSTALL_SOURCE
 if IS_COLAB:
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", f"git+https://github.com/{REPOSITORY}"], check=True)
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", INSTALL_SOURCE], check=True)
 
 from supcon_lib import quiet  # noqa: E402
 
@@ -116,7 +116,8 @@ assert encoders["smoke"] == encoders["cpu"] == "resnet_small" and encoders["full
 built = {"resnet50v2": resnet50v2, "resnet18": resnet18, "resnet_small": resnet_small}
 rows = []
 for name in models.ENCODERS:
-    trainable, frozen = models.count_parameters(built[name])
+    encoder = built.get(name) or models.build_encoder(name)
+    trainable, frozen = models.count_parameters(encoder)
     rows.append((name, models.encoder_feature_dim(name), trainable, frozen))
 feature_dim = models.encoder_feature_dim("resnet18")
 for kind in models.PROJECTION_HEADS:

@@ -13,7 +13,7 @@
 # **Prerequisites:** notebooks 01 and 02; softmax cross-entropy.
 #
 # **Run time:** `smoke` (digits, 5 epochs) under a minute on a CPU; `cpu` (10,000 CIFAR-10
-# images, 15 epochs, small ResNet) about 5 minutes on 2 CPU cores (measured). On a GPU: `gpu`,
+# images, 27 epochs, small ResNet) under 5 minutes on 2 CPU cores (measured; see the README). On a GPU: `gpu`,
 # the default there (all of CIFAR-10, ResNet-18, 50 epochs), about 16 minutes on a Colab T4;
 # `full` (200 epochs) about 63 minutes on a T4. Both GPU times are *estimates* (multiply-adds
 # counted from the model, divided by a T4's measured throughput on a similar network; see the
@@ -29,9 +29,9 @@ import sys
 
 IS_COLAB = "google.colab" in sys.modules
 KEEP_RUNS_ON_DRIVE = False  # Colab: True keeps the runs on Google Drive, so that a new runtime resumes them
-REPOSITORY = "supcon-teaching/supcon"  # the one repository address (supcon_lib.paths.REPOSITORY)
+INSTALL_SOURCE = "git+https://github.com/supcon-teaching/supcon@v0.2.0"  # a release: supcon_lib.paths.INSTALL_SOURCE
 if IS_COLAB:
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", f"git+https://github.com/{REPOSITORY}"], check=True)
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", INSTALL_SOURCE], check=True)
 
 from supcon_lib import quiet  # noqa: E402
 

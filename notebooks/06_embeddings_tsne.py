@@ -25,9 +25,9 @@ import sys
 
 IS_COLAB = "google.colab" in sys.modules
 KEEP_RUNS_ON_DRIVE = False  # Colab: True keeps the runs on Google Drive, so that a new runtime resumes them
-REPOSITORY = "supcon-teaching/supcon"  # the one repository address (supcon_lib.paths.REPOSITORY)
+INSTALL_SOURCE = "git+https://github.com/supcon-teaching/supcon@v0.2.0"  # a release: supcon_lib.paths.INSTALL_SOURCE
 if IS_COLAB:
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", f"git+https://github.com/{REPOSITORY}"], check=True)
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", INSTALL_SOURCE], check=True)
 
 from supcon_lib import quiet  # noqa: E402
 
@@ -157,4 +157,4 @@ if len(wrong):
 # 2. Compute kNN accuracy with k = 1, 5, 50. Which encoder is more sensitive to k, and why might that be?
 # 3. Embed the test images with the SupCon *projection head* as well (rebuild the model of notebook 05 and load the weights). Are classes more or less separated there than in the encoder features?
 #
-# This is the last notebook. Back to the start: [01 · Data and augmentation](01_data_and_augmentation.ipynb)
+# **Next:** [07 · Accuracy against budget](07_accuracy_against_budget.ipynb): which recipe wins depends on the budget.

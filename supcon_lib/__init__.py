@@ -7,15 +7,43 @@ Modules, one job each (import the module, then use its names: ``from supcon_lib 
 * ``augment``    - augmentation pipelines as Keras layers, multi-view sampling
 * ``losses``     - the SupCon loss family (SupCon L_out / L_in, SimCLR, the original npairs loss)
 * ``models``     - encoders (CIFAR ResNets, ResNet50V2) and projection / classifier heads
-* ``training``   - the cross-entropy baseline and two-phase SupCon recipes
+* ``training``   - the cross-entropy baseline, two-phase SupCon and hybrid recipes
+* ``momentum``   - SupCon with a momentum encoder and a queue of labelled keys
+* ``budget``     - compute-matched comparisons: recipes trained for a wall-clock budget
+* ``geometry``   - what an embedding learned: alignment, uniformity, effective rank, class spread
+* ``robustness`` - corruptions generated in code, calibration error
 * ``evaluation`` - accuracy, embeddings, kNN, t-SNE, confusion matrices
 * ``viz``        - figures (arrays in, figures out) and ``save_fig``
-* ``paths``      - where figures, runs and data live
+* ``paths``      - where figures, runs and data live; the release the notebooks install
 * ``runtime``    - the profile, device and versions a notebook runs with; runs on Google Drive
 * ``cost``       - multiply-adds counted from a model; GPU time estimates of the profiles
 * ``quiet``      - start Keras without TensorFlow's start-up log lines
 
-Importing the package itself is cheap: it does not import TensorFlow or Keras.
+Importing the package itself is cheap: it does not import TensorFlow or Keras. Each module's
+``__all__`` lists what other code may use; names starting with an underscore are private to their
+module. Changes between versions are listed in CHANGELOG.md.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
+
+# The public modules (``__main__``, the command line, is not one to import). Listing them here
+# makes ``from supcon_lib import *`` import every one of them, Keras and TensorFlow included.
+__all__ = [
+    "__version__",
+    "augment",
+    "budget",
+    "cost",
+    "data",
+    "evaluation",
+    "geometry",
+    "losses",
+    "models",
+    "momentum",
+    "packed",
+    "paths",
+    "quiet",
+    "robustness",
+    "runtime",
+    "training",
+    "viz",
+]

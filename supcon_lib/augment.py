@@ -30,7 +30,10 @@ the GPUs and TPUs where the library turns XLA on: geometric transforms resample 
 kernel XLA cannot compile, and Keras' own ``RandomRotation``/``RandomZoom`` (not jit-safe for
 that reason) are replaced by :class:`RandomRotateZoom`.
 
-Inputs are images with values in 0..255 (uint8 or float). All code uses ``keras.ops``.
+Shapes and dtypes: the pipelines take ``(B, H, W, C)`` images with values in 0..255 (uint8 or
+float) and return float32 ``(B, H, W, C)``; every random layer returns float32 of its input's
+shape (:class:`ColorJitter` expects values in [0, 1], as inside :func:`supcon_pipeline`). Settings
+out of range raise ``ValueError`` when a layer is built. All code uses ``keras.ops``.
 """
 
 from __future__ import annotations
@@ -119,6 +122,12 @@ def affine_transform(images, transforms, interpolation="bilinear", fill_mode="ne
         interpolation: ``"bilinear"`` (four neighbours) or ``"nearest"`` (the nearest pixel).
         fill_mode: what lies outside the image: ``"nearest"`` (the edge pixel), ``"reflect"``
             (the image mirrored about its edges) or ``"constant"`` (``fill_value``).
+
+    Returns:
+        (B, H, W, C) images, float32 for float32 input.
+
+    Raises:
+        ValueError: an unknown ``interpolation`` or ``fill_mode``.
     """
     if interpolation not in ("bilinear", "nearest"):
         raise ValueError(f"interpolation must be 'bilinear' or 'nearest', found {interpolation!r}")
@@ -460,6 +469,8 @@ class MultiView(keras.layers.Layer):
 
     Each view is a separate call of ``augmenter``, so every image gets fresh random parameters
     in every view. With ``training=False`` all views are the (deterministic) inference output.
+    The dtype is the augmenter's (float32 for the pipelines here). Raises ``ValueError`` unless
+    ``num_views`` is a positive integer.
     """
 
     def __init__(self, augmenter, num_views=2, **kwargs):
@@ -504,7 +515,9 @@ CIFAR10_STD = (0.2470, 0.2435, 0.2616)
 
 
 def channel_stats(images):
-    """Per-channel mean and standard deviation of uint8/0..255 images, in [0, 1] units."""
+    """Per-channel mean and standard deviation of ``(N, H, W, 3)`` uint8 (or 0..255) images, in
+    [0, 1] units: ``(mean, std)``, two tuples of three floats. Raises ``ValueError`` for another
+    shape."""
     images = np.asarray(images)
     if images.ndim != 4 or images.shape[-1] != 3:
         raise ValueError(f"images must have shape (N, H, W, 3), found {images.shape}")
@@ -514,7 +527,9 @@ def channel_stats(images):
 
 @_SERIALIZABLE
 class Normalize(keras.layers.Layer):
-    """Per-channel ``(x - mean) / std`` with fixed constants (the same in training and inference)."""
+    """Per-channel ``(x - mean) / std`` with fixed constants (the same in training and inference):
+    ``(..., C)`` in, float32 ``(..., C)`` out. Raises ``ValueError`` unless ``mean`` and ``std``
+    have one value per channel and every ``std`` is > 0."""
 
     def __init__(self, mean, std, **kwargs):
         super().__init__(**kwargs)
@@ -542,7 +557,9 @@ def _normalization(train_images):
 def original_pipeline(train_images, seed=None, name="original_augmentation"):
     """The keras-io example's augmentation, ported to Keras 3 (see the module docstring).
 
-    ``Normalization`` is adapted to ``train_images`` (0..255 values, as in the example).
+    ``Normalization`` is adapted to ``train_images`` ((N, H, W, C), 0..255 values, as in the
+    example). Returns a ``keras.Sequential``: 0..255 images (B, H, W, C) -> float32 (B, H, W, C).
+    Raises ``ValueError`` when ``train_images`` is None.
     """
     if train_images is None:
         raise ValueError("the original pipeline adapts its normalisation: pass the training images")
@@ -563,7 +580,12 @@ def original_pipeline(train_images, seed=None, name="original_augmentation"):
 
 def supcon_pipeline(train_images=None, seed=None, crop_scale=(0.2, 1.0), jitter_strength=0.4,
                     jitter_probability=0.8, grayscale_probability=0.2, name="supcon_augmentation"):
-    """The SupCon paper's augmentation for CIFAR (scaled to 0..1, augmented, then normalised)."""
+    """The SupCon paper's augmentation for CIFAR (scaled to 0..1, augmented, then normalised).
+
+    Returns a ``keras.Sequential``: 0..255 images (B, H, W, 3) -> float32 (B, H, W, 3). The
+    normalisation uses the channel statistics of ``train_images`` ((N, H, W, 3), 0..255) when
+    given, CIFAR-10's otherwise. ``seed`` (an int, or None for unseeded) fixes every draw.
+    """
     seeds = _seeds(seed, 5)
     jitter = ColorJitter(jitter_strength, jitter_strength, jitter_strength, jitter_strength / 4, seed=seeds[2])
     return keras.Sequential(
@@ -580,7 +602,11 @@ def supcon_pipeline(train_images=None, seed=None, crop_scale=(0.2, 1.0), jitter_
 
 
 def baseline_pipeline(train_images=None, seed=None, padding=4, name="baseline_augmentation"):
-    """The standard CIFAR cross-entropy augmentation: pad-4 random crop and horizontal flip."""
+    """The standard CIFAR cross-entropy augmentation: pad-4 random crop and horizontal flip.
+
+    Returns a ``keras.Sequential``: 0..255 images (B, H, W, 3) -> float32 (B, H, W, 3);
+    ``train_images`` and ``seed`` as for :func:`supcon_pipeline`.
+    """
     seeds = _seeds(seed, 2)
     return keras.Sequential(
         [
@@ -595,7 +621,7 @@ def baseline_pipeline(train_images=None, seed=None, padding=4, name="baseline_au
 
 def no_augmentation(train_images=None, seed=None, name="no_augmentation"):
     """Scaling and normalisation only: every view of an image is the image (an ablation, and a
-    deterministic pipeline for tests that compare runs)."""
+    deterministic pipeline for tests that compare runs). 0..255 images in, float32 out."""
     return keras.Sequential(
         [keras.layers.Rescaling(1.0 / 255, name="to_unit_range"), _normalization(train_images)], name=name)
 
@@ -605,7 +631,10 @@ PIPELINES = {"original": original_pipeline, "supcon": supcon_pipeline, "baseline
 
 
 def build_pipeline(kind, train_images=None, seed=None):
-    """Build a pipeline by name: ``"original"``, ``"supcon"``, ``"baseline"`` or ``"none"``."""
+    """Build a pipeline by name: ``"original"``, ``"supcon"``, ``"baseline"`` or ``"none"``.
+
+    Raises ``ValueError`` for another name, and for ``"original"`` without ``train_images``.
+    """
     if kind not in PIPELINES:
         raise ValueError(f"unknown augmentation {kind!r}; expected one of {sorted(PIPELINES)}")
     return PIPELINES[kind](train_images=train_images, seed=seed)
@@ -619,7 +648,8 @@ def _seeds(seed, count):
 
 
 def make_views(images, augmenter, num_views=2, batch_size=256):
-    """Numpy convenience: ``num_views`` augmented views of each image, shape (N, V, H, W, C)."""
+    """NumPy convenience: ``num_views`` augmented views of each of the (N, H, W, C) ``images``, a
+    float32 array of shape (N, V, H, W, C), computed ``batch_size`` images at a time."""
     multi_view = MultiView(augmenter, num_views)
     batches = [
         ops.convert_to_numpy(multi_view(ops.convert_to_tensor(images[i:i + batch_size]), training=True))
@@ -632,7 +662,9 @@ def to_display(views, pipeline):
     """Undo a pipeline's normalisation so views can be shown: values in [0, 1].
 
     Works for the three pipelines here (a ``Normalize`` layer in [0, 1] units, or the original
-    example's ``Normalization`` adapted to 0..255 values).
+    example's ``Normalization`` adapted to 0..255 values). ``views``: any shape ending in the
+    channels; returns float32 of the same shape. Raises ``ValueError`` if ``pipeline`` has no
+    layer named ``"normalize"``.
     """
     views = np.asarray(views, np.float32)
     layer = pipeline.get_layer("normalize")

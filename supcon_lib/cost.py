@@ -50,7 +50,8 @@ def wide_resnet_macs(depth=28, width=10, image_size=32):
     """Multiply-adds of one forward pass of a CIFAR Wide ResNet (Zagoruyko & Komodakis 2016):
     a 3x3 stem to 16 channels, then three groups of (depth - 4) / 6 blocks of two 3x3
     convolutions at widths 16k, 32k, 64k (stride 2 entering groups 2 and 3, 1x1 projection
-    shortcuts where the shape changes), global pooling and a 10-way dense layer."""
+    shortcuts where the shape changes), global pooling and a 10-way dense layer. Returns an int;
+    raises ``ValueError`` unless ``depth`` is 6n + 4."""
     if (depth - 4) % 6:
         raise ValueError(f"a Wide ResNet has depth 6n + 4, found {depth}")
     blocks = (depth - 4) // 6
@@ -77,7 +78,8 @@ def count_macs(model):
 
     Counts ``Conv2D`` (output pixels x kernel area x input channels / groups x filters) and
     ``Dense`` layers, in nested models too; batch norm, activations, pooling and additions are
-    left out (a few percent of a ResNet's arithmetic).
+    left out (a few percent of a ResNet's arithmetic). ``model`` must be built (a functional
+    model is); returns an int.
     """
     total = 0
     for layer in model.layers:
@@ -94,8 +96,9 @@ def count_macs(model):
 
 @functools.lru_cache(maxsize=None)
 def encoder_macs(encoder_name, input_shape=(32, 32, 3)):
-    """Multiply-adds of one forward pass of the named encoder (``models.ENCODERS``); the encoder
-    is built once per name and shape, not on every estimate."""
+    """Multiply-adds (an int) of one forward pass of the named encoder (``models.ENCODERS``) on
+    one image of ``input_shape``; the encoder is built once per name and shape, not on every
+    estimate. Raises ``ValueError`` for an unknown name."""
     from supcon_lib import models
 
     return count_macs(models.build_encoder(encoder_name, tuple(input_shape)))
@@ -105,15 +108,21 @@ def estimate_run_seconds(config, flops_per_second=T4_EFFECTIVE_FLOPS, macs=None)
     """Estimated seconds of one run of ``config`` (a ``training.RunConfig``) on a GPU that
     sustains ``flops_per_second`` (default: a T4).
 
-    Counted: every training step (epochs x training images x views, three forward passes each),
-    batch-norm recalibration and the embeddings of the training and test images (one forward
-    pass each), and for SupCon the linear probe on stored features (negligible). Training sizes
+    Counted: every training step (epochs x training images x views, three forward passes each;
+    with a momentum encoder, one trained view and one key view encoded once), batch-norm
+    recalibration and the embeddings of the training and test images (one forward pass each, two
+    with ``flip_average``), and for SupCon the linear probe on stored features (negligible). Training sizes
     default to all of CIFAR-10 (50,000 / 10,000 images) where the config says ``None``.
-    ``macs`` (per image, forward) is counted from the encoder unless given.
+    ``macs`` (per image, forward) is counted from the encoder unless given. Returns a float.
     """
     macs = encoder_macs(config.encoder) if macs is None else macs
     train = config.train_size or CIFAR10_TRAIN_IMAGES
     test = config.test_size or CIFAR10_TEST_IMAGES
-    views = config.views if config.method == "supcon" else 1
-    forward_passes = config.epochs * train * views * _TRAINING_PASSES + min(train, 10_000) + train + test
+    views = config.views if config.method != "ce" else 1
+    if config.method == "supcon" and config.queue_size:  # one view trained, the other encoded once
+        per_image = _TRAINING_PASSES + 1
+    else:
+        per_image = views * _TRAINING_PASSES
+    evaluation = (2 if config.flip_average else 1) * (train + test)  # mirror images too
+    forward_passes = config.epochs * train * per_image + min(train, 10_000) + evaluation
     return forward_passes * 2 * macs / flops_per_second

@@ -49,7 +49,10 @@ __all__ = [
     "CIFAR10_ENV_VAR",
     "DIGITS_CLASS_NAMES",
     "DataError",
+    "IMAGE_SHAPE",
+    "RefusedPickle",
     "RestrictedUnpickler",
+    "cifar10_class_names",
     "class_names",
     "load_cifar10",
     "load_dataset",
@@ -160,6 +163,8 @@ def _parse_batch(payload: bytes, source: str):
         labels = np.asarray(labels)
     except (ValueError, TypeError) as exc:
         raise DataError(f"{source}: 'labels' is not a list of integers ({exc})") from None
+    if labels.shape == (0,):  # an empty list reads as float64
+        labels = labels.astype(np.int64)
     if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
         raise DataError(f"{source}: 'labels' must be a flat list of integers, found {labels.dtype} {labels.shape}")
     if len(labels) != len(data):
@@ -189,6 +194,10 @@ def _assemble(read, train_names, source):
     x_train = np.concatenate([p[0] for p in parts])
     y_train = np.concatenate([p[1] for p in parts])
     x_test, y_test = _parse_batch(read("test_batch"), f"{source}/test_batch")
+    if len(x_train) == 0:
+        raise DataError(f"{source}: the training batches ({', '.join(train_names)}) hold no images")
+    if len(x_test) == 0:
+        raise DataError(f"{source}/test_batch: the test batch holds no images")
     return (x_train, y_train), (x_test, y_test)
 
 
@@ -291,7 +300,10 @@ def load_cifar10(data_dir=None):
     download. A local copy may be the ``cifar-10-batches-py`` folder (or a folder holding it),
     the original ``cifar-10-python.tar.gz``, or the compact ``.npz`` file of
     :mod:`supcon_lib.packed`; every ``data_batch_N`` present is read, so partial copies (such as
-    a 10,000-image subset) load too.
+    a 10,000-image subset) load too. Images are uint8 (N, 32, 32, 3), labels int64 (N,).
+
+    Raises :class:`DataError` (a ``ValueError``) naming the file and the problem: nothing at the
+    path, a missing, truncated or refused batch, wrong shapes, or a download that failed.
     """
     location = data_dir if data_dir is not None else os.environ.get(CIFAR10_ENV_VAR) or None
     if location is not None:
@@ -372,6 +384,8 @@ def stratified_subset(labels, size, seed=0):
 
     Each class gets ``size`` times its share of ``labels``, rounded by largest remainder (ties
     go to the smaller class id), so a balanced set gives counts that differ by at most one.
+    ``labels``: (N,) class ids; returns integer indices (size,). Raises ``ValueError`` for labels
+    that are not one-dimensional or a size outside 1..N, ``TypeError`` for a non-integer size.
     """
     labels = np.asarray(labels)
     if labels.ndim != 1:
@@ -391,7 +405,8 @@ def stratified_subset(labels, size, seed=0):
 
 
 def class_names(dataset: str, data_dir=None):
-    """Class names for ``"cifar10"`` or ``"digits"``."""
+    """Class names (a tuple of 10 str) for ``"cifar10"`` or ``"digits"``; raises ``ValueError``
+    for another name and :class:`DataError` for an unreadable local CIFAR-10 copy."""
     if dataset == "digits":
         return DIGITS_CLASS_NAMES
     if dataset == "cifar10":
@@ -400,13 +415,26 @@ def class_names(dataset: str, data_dir=None):
 
 
 def load_dataset(dataset="digits", data_dir=None, train_size=None, test_size=None, seed=0):
-    """Load ``"cifar10"`` or ``"digits"`` and optionally draw stratified subsets of each split."""
+    """Load ``"cifar10"`` or ``"digits"`` and optionally draw stratified subsets of each split.
+
+    Returns ``(x_train, y_train), (x_test, y_test)``: uint8 images (N, 32, 32, 3), int64 labels
+    (N,). Raises ``ValueError`` for an unknown dataset or a subset size outside 1..N, and
+    :class:`DataError` when CIFAR-10 can be neither read nor downloaded.
+    """
     if dataset == "digits":
         (x_train, y_train), (x_test, y_test) = load_digits32()
     elif dataset == "cifar10":
         (x_train, y_train), (x_test, y_test) = load_cifar10(data_dir)
     else:
         raise ValueError(f"unknown dataset {dataset!r}; expected 'cifar10' or 'digits'")
+    for split, labels, size in (("training", y_train, train_size), ("test", y_test, test_size)):
+        if len(labels) == 0:  # every loader refuses this already; a last guard for other sources
+            raise DataError(f"the {dataset} {split} split holds no images")
+        name = "train_size" if split == "training" else "test_size"
+        if size is not None and (isinstance(size, bool) or not isinstance(size, (int, np.integer))
+                                 or not 1 <= size <= len(labels)):
+            raise DataError(f"{name} must lie in 1..{len(labels)} (the images of the {dataset} {split} split), "
+                            f"found {size!r}")
     if train_size is not None:
         idx = stratified_subset(y_train, train_size, seed=seed)
         x_train, y_train = x_train[idx], y_train[idx]

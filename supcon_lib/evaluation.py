@@ -12,7 +12,9 @@ A contrastive encoder is judged by how well its embeddings separate the classes.
 * **Pictures**: :func:`tsne_2d` squeezes embeddings to 2-D for a scatter plot;
   :func:`confusion_matrix` and :func:`class_cosine_similarity` give (C, C) heatmaps.
 
-Everything returns numpy arrays; only :func:`extract_embeddings` touches a Keras model.
+Everything returns numpy arrays; only :func:`extract_embeddings` touches a Keras model. Inputs are
+checked: wrong shapes, empty or non-finite embeddings, non-integer or negative labels, lengths
+that disagree and out-of-range settings raise ``ValueError`` naming the argument.
 
 *Voting rule of the kNN classifier.* By default (``weighted=False``) each of the ``k`` nearest
 training embeddings casts one vote for its label and the label with most votes wins; a tie between
@@ -119,7 +121,7 @@ def _check_same_length(first, second, first_name: str, second_name: str) -> None
 
 
 def l2_normalize(embeddings, epsilon: float = 1e-12) -> np.ndarray:
-    """Scale every row to unit length (rows of zeros stay zero)."""
+    """Scale every row of ``(..., D)`` embeddings to unit length (rows of zeros stay zero); float32."""
     array = np.asarray(embeddings, dtype=np.float32)
     norms = np.linalg.norm(array, axis=-1, keepdims=True)
     return array / np.maximum(norms, epsilon)
@@ -144,6 +146,10 @@ def extract_embeddings(
         batch_size: images per forward pass.
         preprocess: optional callable or Keras layer applied to every batch first, e.g. a
             ``keras.layers.Normalization`` or ``lambda x: x / 255.0``.
+
+    Raises:
+        ValueError: ``batch_size`` not a positive integer, no images, a model that is not
+            callable, or outputs that are not ``(batch, dim)``.
     """
     batch_size = _check_positive_int(batch_size, "batch_size")
     if preprocess is not None and not callable(preprocess):
@@ -195,6 +201,7 @@ def accuracy(labels, predictions_or_logits) -> float:
 
     ``predictions_or_logits`` is either integer predictions ``(N,)`` or per-class scores ``(N, C)``
     (logits or probabilities; the argmax is the prediction). Labels may be ``(N,)`` or ``(N, 1)``.
+    Returns a float in [0, 1]; raises ``ValueError`` for no samples or lengths that disagree.
     """
     labels = _as_labels(labels, "labels")
     predictions = _as_predictions(predictions_or_logits, "predictions_or_logits")
@@ -205,7 +212,9 @@ def accuracy(labels, predictions_or_logits) -> float:
 
 
 def test_accuracy(model, images, labels, batch_size: int = 256, preprocess: Callable | None = None) -> float:
-    """Accuracy of a classifier ``model`` (images to logits) on ``(images, labels)``."""
+    """Accuracy (a float) of a classifier ``model`` (images ``(N, ...)`` to logits ``(N, C)``) on
+    ``(images, labels)``; ``labels`` int ``(N,)``. Raises as :func:`extract_embeddings` and
+    :func:`accuracy` do."""
     labels = _as_labels(labels, "labels")
     _check_same_length(images, labels, "images", "labels")
     logits = extract_embeddings(model, images, batch_size=batch_size, preprocess=preprocess)
@@ -259,7 +268,9 @@ def nearest_neighbours(
 ):
     """Indices ``(Q, k)`` of the ``k`` bank rows most cosine-similar to each query, best first.
 
-    With ``return_similarities=True`` returns ``(indices, similarities)``.
+    ``query_embeddings`` ``(Q, D)``, ``bank_embeddings`` ``(N, D)``. Indices are int64; with
+    ``return_similarities=True`` returns ``(indices, similarities)``, the latter float32 ``(Q, k)``.
+    Raises ``ValueError`` when the dimensions differ or ``k`` exceeds ``N``.
     """
     queries, bank, k = _check_bank_and_queries(
         query_embeddings, bank_embeddings, k, "query_embeddings", "bank_embeddings"
@@ -285,6 +296,10 @@ def knn_predict(
 
     Voting rule (see the module docstring): majority vote with ties broken by summed similarity
     (``weighted=False``), or a similarity-weighted vote (``weighted=True``).
+
+    ``train_embeddings`` ``(N, D)`` with int labels ``(N,)``, ``test_embeddings`` ``(Q, D)``;
+    returns int64 ``(Q,)``. Raises ``ValueError`` when the dimensions or lengths differ or ``k``
+    exceeds ``N``.
     """
     test, train, k = _check_bank_and_queries(
         test_embeddings, train_embeddings, k, "test_embeddings", "train_embeddings"
@@ -320,7 +335,8 @@ def knn_accuracy(
     weighted: bool = False,
     batch_size: int = 1024,
 ) -> float:
-    """Accuracy of the cosine k-nearest-neighbour classifier :func:`knn_predict` on the test set."""
+    """Accuracy (a float) of the cosine k-nearest-neighbour classifier :func:`knn_predict` on the
+    test set; ``test_labels`` int ``(Q,)``. Raises as :func:`knn_predict` does."""
     test_labels = _as_labels(test_labels, "test_labels")
     _check_same_length(np.asarray(test_embeddings), test_labels, "test_embeddings", "test_labels")
     predictions = knn_predict(
@@ -378,6 +394,10 @@ def tsne_2d(
     Returns:
         The ``(N, 2)`` float32 coordinates or, with ``return_method=True``, a named tuple
         ``(coordinates, method)`` where ``method`` is ``"opentsne"`` or ``"sklearn"``.
+
+    Raises:
+        ValueError: fewer than 4 points, an unknown ``method`` (or ``"opentsne"`` without
+            openTSNE installed), ``n_iter`` <= 250, or another setting out of range.
     """
     if method not in TSNE_METHODS:
         raise ValueError(f"unknown t-SNE method {method!r}; choose one of {', '.join(map(repr, TSNE_METHODS))}")
@@ -467,7 +487,9 @@ def _run_sklearn_tsne(data, seed, perplexity, n_iter, n_jobs) -> np.ndarray:
 def confusion_matrix(labels, predictions, num_classes: int) -> np.ndarray:
     """``(C, C)`` int64 counts: entry ``[t, p]`` is how many samples of class ``t`` were predicted ``p``.
 
-    ``predictions`` may also be ``(N, C)`` scores/logits (their argmax is used).
+    ``labels`` int ``(N,)``; ``predictions`` int ``(N,)`` or ``(N, C)`` scores/logits (their argmax
+    is used). Raises ``ValueError`` for a label or prediction outside ``0 .. C - 1`` or lengths
+    that disagree.
     """
     num_classes = _check_positive_int(num_classes, "num_classes")
     labels = _as_labels(labels, "labels", num_classes)
@@ -487,6 +509,8 @@ def class_cosine_similarity(embeddings, labels, num_classes: int) -> np.ndarray:
     always 1, is left out). Entries for classes with no samples, and diagonal entries for classes
     with a single sample, are NaN. Computed through class sums of the normalised embeddings:
     the mean of ``u_i . v_j`` over all pairs is ``(sum u) . (sum v) / (n_a n_b)``.
+
+    ``embeddings`` ``(N, D)``, ``labels`` int ``(N,)`` in ``0 .. C - 1``; returns float32 ``(C, C)``.
     """
     num_classes = _check_positive_int(num_classes, "num_classes")
     normalized = l2_normalize(_as_embeddings(embeddings, "embeddings")).astype(np.float64)

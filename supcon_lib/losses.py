@@ -71,7 +71,7 @@ import numpy as np
 from keras import ops
 
 __all__ = [
-    "FORMULATIONS", "HybridLoss", "NPairsLoss", "SupConLoss", "cross_entropy_over_views", "hybrid_loss",
+    "FORMULATIONS", "HybridLoss", "NPairsLoss", "SparseCrossEntropy", "SupConLoss", "cross_entropy_over_views", "hybrid_loss",
     "npairs_loss", "start_and_floor", "supcon_loss", "supcon_queue_loss",
 ]
 
@@ -164,7 +164,20 @@ def _check_features(features: Any, allow_views: bool, function_name: str):
         )
     if features.shape[-1] == 0:
         raise ValueError(f"{function_name}: features have an empty embedding dimension D = 0")
-    return ops.cast(features, "float32")
+    features = ops.cast(features, "float32")
+    # NaN or infinite features: refused when their values are known (eager calls). While the loss
+    # is being traced (tf.function, jax.jit, Keras' compiled fit) there are no values to look at:
+    # there the loss (and its gradient) of such a batch is NaN, as Keras reports it.
+    try:
+        values = ops.convert_to_numpy(features)
+    except (TypeError, NotImplementedError):  # a symbolic tensor (TensorFlow) or a tracer (JAX)
+        values = None
+    if values is not None and not np.all(np.isfinite(values)):
+        first = tuple(int(i) for i in np.argwhere(~np.isfinite(values))[0])
+        shown = (first[0], first[2]) if rank == 2 else first  # the index in the caller's (B, D) array
+        raise ValueError(f"{function_name}: features contain NaN or infinite values (the first: "
+                         f"{values[first]} at index {shown})")
+    return features
 
 
 def _check_labels(labels: Any, features, function_name: str):
@@ -356,7 +369,9 @@ def supcon_loss(labels, features, temperature: float = 0.1, formulation: str = "
         the replicas is the loss of the global batch (see the module docstring).
 
     Raises:
-        ValueError: temperature <= 0, unknown formulation, wrong ranks, batch-size mismatch.
+        ValueError: temperature <= 0, unknown formulation, wrong ranks, batch-size mismatch;
+            NaN or infinite features in an eager call (traced, as in a compiled ``fit``, the
+            values are unknown: such a batch gives a NaN loss).
         TypeError: non-integer labels, non-float features, non-numeric temperature.
     """
     temperature = _check_temperature(temperature)
@@ -480,29 +495,70 @@ def supcon_queue_loss(labels, queries, keys, queue, queue_labels, temperature: f
     return _mean_over_anchors_with_positives(terms, has_positive)
 
 
-def hybrid_loss(labels, logits, features, supcon_weight: float = 1.0, temperature: float = 0.1):
+def hybrid_loss(labels, logits, features, supcon_weight: float = 1.0, temperature: float = 0.1,
+                label_smoothing: float = 0.0):
     """Cross-entropy on a classifier head plus ``supcon_weight`` times SupCon on a projection
     head, from the same views: one stage, no probe (the "hybrid" recipe).
 
     ``logits``: float (B, V, C) or (B, C), the classifier head's output for each view;
     ``features``: float (B, V, D) or (B, D), the projection head's. The value is
     ``mean over images and views of -log softmax(logits)[label] + supcon_weight *
-    supcon_loss(labels, features, temperature)`` (``L_out``), a float32 scalar.
+    supcon_loss(labels, features, temperature)`` (``L_out``), a float32 scalar; with
+    ``label_smoothing`` the cross-entropy's target puts ``1 - label_smoothing`` on the label and
+    spreads ``label_smoothing`` evenly over all classes.
     """
     if isinstance(supcon_weight, bool) or not isinstance(supcon_weight, (int, float)) \
             or not math.isfinite(supcon_weight) or supcon_weight < 0:
         raise ValueError(f"supcon_weight must be a finite number >= 0, got {supcon_weight!r}")
-    return cross_entropy_over_views(labels, logits) + supcon_weight * supcon_loss(labels, features, temperature)
+    return (cross_entropy_over_views(labels, logits, label_smoothing)
+            + supcon_weight * supcon_loss(labels, features, temperature))
 
 
-def cross_entropy_over_views(labels, logits):
+def _check_label_smoothing(label_smoothing):
+    if isinstance(label_smoothing, bool) or not isinstance(label_smoothing, (int, float)) \
+            or not 0 <= label_smoothing < 1:
+        raise ValueError(f"label_smoothing must be a number in [0, 1), got {label_smoothing!r}")
+    return float(label_smoothing)
+
+
+def _smoothed_targets(labels, num_classes, label_smoothing):
+    targets = ops.one_hot(labels, num_classes, dtype="float32")
+    return targets * (1.0 - label_smoothing) + label_smoothing / num_classes
+
+
+def cross_entropy_over_views(labels, logits, label_smoothing: float = 0.0):
     """Softmax cross-entropy averaged over images and views: ``logits`` (B, V, C) or (B, C),
-    ``labels`` int (B,) or (B, 1); a float32 scalar."""
+    ``labels`` int (B,) or (B, 1); a float32 scalar. ``label_smoothing`` as in :func:`hybrid_loss`."""
+    label_smoothing = _check_label_smoothing(label_smoothing)
     logits = _check_features(logits, allow_views=True, function_name="cross_entropy_over_views")
     labels = ops.cast(_check_labels(labels, logits, function_name="cross_entropy_over_views"), "int32")
     log_probabilities = ops.log_softmax(logits, axis=-1)  # (B, V, C)
-    targets = ops.one_hot(labels, logits.shape[-1], dtype="float32")[:, None, :]
+    targets = _smoothed_targets(labels, logits.shape[-1], label_smoothing)[:, None, :]
     return -ops.mean(ops.sum(targets * log_probabilities, axis=-1))
+
+
+@keras.saving.register_keras_serializable(package="supcon_lib")
+class SparseCrossEntropy(keras.losses.Loss):
+    """Softmax cross-entropy from logits and integer labels, with optional label smoothing
+    (``keras.losses.SparseCategoricalCrossentropy`` has none). A per-sample loss, reduced by
+    Keras as usual (so ``tf.distribute`` scales it as it scales Keras' own losses).
+
+    ``y_true``: int (B,) or (B, 1) (Keras may hand them over as floats: they are rounded);
+    ``y_pred``: float logits (B, C). Per sample ``-sum_c t_c log softmax(y_pred)_c`` with
+    ``t = (1 - label_smoothing) one_hot(y) + label_smoothing / C``.
+    """
+
+    def __init__(self, label_smoothing: float = 0.0, name: str = "sparse_cross_entropy", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.label_smoothing = _check_label_smoothing(label_smoothing)
+
+    def call(self, y_true, y_pred):
+        labels = ops.cast(ops.reshape(_class_ids(y_true), (-1,)), "int32")
+        log_probabilities = ops.log_softmax(ops.cast(y_pred, "float32"), axis=-1)
+        return -ops.sum(_smoothed_targets(labels, y_pred.shape[-1], self.label_smoothing) * log_probabilities, axis=-1)
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "label_smoothing": self.label_smoothing}
 
 
 def npairs_loss(labels, features, temperature: float = 0.05):
@@ -662,7 +718,7 @@ class HybridLoss(_BatchLevelLoss):
     """
 
     def __init__(self, num_classes: int, supcon_weight: float = 1.0, temperature: float = 0.1,
-                 name: str = "hybrid_loss", **kwargs):
+                 label_smoothing: float = 0.0, name: str = "hybrid_loss", **kwargs):
         super().__init__(name=name, **kwargs)
         if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) or num_classes < 2:
             raise ValueError(f"num_classes must be an integer >= 2, got {num_classes!r}")
@@ -671,6 +727,7 @@ class HybridLoss(_BatchLevelLoss):
         hybrid_loss(np.zeros(2, "int32"), np.zeros((2, 2), "float32"), np.ones((2, 2), "float32"),
                     supcon_weight, self.temperature)  # checks supcon_weight
         self.supcon_weight = float(supcon_weight)
+        self.label_smoothing = _check_label_smoothing(label_smoothing)
 
     def call(self, y_true, y_pred):
         y_pred = ops.convert_to_tensor(y_pred)
@@ -678,8 +735,8 @@ class HybridLoss(_BatchLevelLoss):
             raise ValueError(f"{self.name}: y_pred has {y_pred.shape[-1]} entries per view, not more than "
                              f"num_classes = {self.num_classes}: it must hold logits and projections")
         return hybrid_loss(_class_ids(y_true), y_pred[..., : self.num_classes], y_pred[..., self.num_classes:],
-                           self.supcon_weight, self.temperature)
+                           self.supcon_weight, self.temperature, self.label_smoothing)
 
     def get_config(self) -> dict:
         return {**super().get_config(), "num_classes": self.num_classes, "supcon_weight": self.supcon_weight,
-                "temperature": self.temperature}
+                "temperature": self.temperature, "label_smoothing": self.label_smoothing}

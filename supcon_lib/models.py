@@ -122,7 +122,8 @@ def _check_image_shape(input_shape) -> tuple[int, int, int]:
 # --------------------------------------------------------------------------------------------------
 
 def encoder_feature_dim(name: str) -> int:
-    """Length of the feature vector produced by the encoder called ``name``."""
+    """Length (an int) of the feature vector produced by the encoder called ``name``; raises
+    ``ValueError`` for a name not in :data:`ENCODERS`."""
     return _FEATURE_DIMS[_check_choice(name, ENCODERS, "encoder")]
 
 
@@ -141,7 +142,12 @@ def build_encoder(
             (``keras.applications.ResNet50V2`` fixes its own layer names; only the model is renamed.)
 
     Returns:
-        An uncompiled, randomly initialised functional ``keras.Model``.
+        An uncompiled, randomly initialised functional ``keras.Model``; its output dtype is the
+        global dtype policy's compute dtype (float32 by default).
+
+    Raises:
+        ValueError: an unknown ``name``, an ``input_shape`` that is not three positive integers,
+            a ``name_prefix`` that is not a string, or channels-first image layout.
     """
     _check_choice(name, ENCODERS, "encoder")
     input_shape = _check_image_shape(input_shape)
@@ -231,7 +237,8 @@ def build_projection_head(
         The paper's head: ``Dense(hidden_dim) -> ReLU -> Dense(projection_dim)``, with
         ``hidden_dim`` defaulting to ``input_dim`` and no activation on the output.
 
-    The output is *not* normalised; the SupCon loss L2-normalises it.
+    The output is *not* normalised; the SupCon loss L2-normalises it. Raises ``ValueError`` for
+    an unknown ``kind`` or a size that is not a positive integer.
     """
     _check_choice(kind, PROJECTION_HEADS, "projection head")
     input_dim = _check_positive_int(input_dim, "input_dim")
@@ -270,6 +277,9 @@ def build_classifier_head(
         layer emits logits instead (numerically safer), so train with
         ``SparseCategoricalCrossentropy(from_logits=True)`` and apply ``keras.ops.softmax`` to get
         probabilities. ``hidden_units`` and ``dropout`` are ignored by ``"linear"``.
+
+    Raises ``ValueError`` for an unknown ``kind``, a size that is not a positive integer, or a
+    ``dropout`` outside [0, 1).
     """
     _check_choice(kind, CLASSIFIER_HEADS, "classifier head")
     input_dim = _check_positive_int(input_dim, "input_dim")
@@ -320,7 +330,7 @@ def feature_map_sizes(model: keras.Model, include_convolutions: bool = True) -> 
 
     This makes the stems comparable: on 32x32 inputs the CIFAR ResNets end their last stage at 4x4,
     while ResNet50V2 (ImageNet stem) is down to 1x1 already at the end of its third stage
-    (``conv4_block6_out``).
+    (``conv4_block6_out``). Raises ``ValueError`` unless ``model`` is a built ``keras.Model``.
     """
     if not isinstance(model, keras.Model):
         raise ValueError(f"model must be a keras.Model, got {type(model).__name__}")
@@ -344,7 +354,7 @@ def count_parameters(model: keras.Model) -> tuple[int, int]:
     """Return ``(trainable, non_trainable)`` parameter counts.
 
     Non-trainable parameters are e.g. batch normalisation's moving means and variances, or every
-    weight of a frozen encoder.
+    weight of a frozen encoder. Raises ``ValueError`` unless ``model`` is a ``keras.Model``.
     """
     if not isinstance(model, keras.Model):
         raise ValueError(f"model must be a keras.Model, got {type(model).__name__}")

@@ -15,7 +15,7 @@ The container is a plain ``.npz`` (read with ``allow_pickle=False``: nothing in 
     quality                JPEG quality used
     {split}_jpeg           (bytes,) uint8: the mosaics' JPEG files, one after another
     {split}_offsets        (mosaics + 1,) int64: where each mosaic starts and ends
-    {split}_labels         (N,) uint8
+    {split}_labels         (N,) uint8, in 0..9
     {split}_mean_abs_error the pixel error measured when the file was written
 
 for ``split`` in ``train`` and ``test``. :func:`pack_cifar10` writes one from any CIFAR-10 copy
@@ -35,12 +35,28 @@ import numpy as np
 
 from supcon_lib.data import DataError
 
+__all__ = [
+    "COLUMNS",
+    "DEFAULT_QUALITY",
+    "FORMAT",
+    "MOSAIC_IMAGES",
+    "NUM_CLASSES",
+    "PackedFileError",
+    "SPLITS",
+    "TILE",
+    "class_names",
+    "pack",
+    "pack_cifar10",
+    "read",
+]
+
 FORMAT = "supcon-cifar10-jpeg/1"
 SPLITS = ("train", "test")
 TILE = 32
 COLUMNS = 100  # tiles per mosaic row
 MOSAIC_IMAGES = COLUMNS * COLUMNS  # 10,000 images per mosaic: 3,200 x 3,200 pixels
 DEFAULT_QUALITY = 95
+NUM_CLASSES = 10  # labels lie in 0..9
 
 
 class PackedFileError(DataError):
@@ -91,26 +107,41 @@ def _check_split(images, labels, name):
     images, labels = np.asarray(images), np.asarray(labels)
     if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != (TILE, TILE, 3):
         raise ValueError(f"{name} images: expected uint8 of shape (N, 32, 32, 3), found {images.dtype} {images.shape}")
-    if labels.shape != (len(images),) or len(images) == 0:
+    if len(images) == 0:
+        raise ValueError(f"the {name} split holds no images")
+    if labels.shape != (len(images),):
         raise ValueError(f"{name} labels: expected shape ({len(images)},) for {len(images)} images, found {labels.shape}")
-    if labels.min() < 0 or labels.max() > 255 or not np.all(labels == np.round(labels)):
-        raise ValueError(f"{name} labels: expected integers in 0..255")
+    if labels.min() < 0 or labels.max() >= NUM_CLASSES or not np.all(labels == np.round(labels)):
+        raise ValueError(f"{name} labels: expected integers in 0..{NUM_CLASSES - 1} (the CIFAR-10 classes), "
+                         f"found {labels.min()}..{labels.max()}")
     return images, labels.astype(np.uint8)
+
+
+def _check_quality(quality):
+    if isinstance(quality, bool) or not isinstance(quality, (int, np.integer)) or not 1 <= quality <= 100:
+        raise ValueError(f"quality must be in 1..100 (an integer), found {quality!r}")
+    return int(quality)
 
 
 def pack(path, train, test, class_names, quality=DEFAULT_QUALITY, overwrite=False):
     """Write ``train`` = (images, labels) and ``test`` likewise to the packed file ``path``.
 
     The file appears whole or not at all (written to a temporary name, then renamed). Returns a
-    summary: bytes written and each split's size and measured pixel error.
+    summary: bytes written and each split's size and measured pixel error. Images are uint8
+    (N, 32, 32, 3), labels integers (N,) in 0..255.
+
+    Raises:
+        ValueError: a name not ending in .npz, a quality outside 1..100, images or labels of
+            another shape or range.
+        FileExistsError: ``path`` exists and ``overwrite`` is False.
+        FileNotFoundError: the folder of ``path`` does not exist.
     """
     path = Path(path)
     if path.suffix != ".npz":
         raise ValueError(f"{path}: a packed file's name must end in .npz")
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} exists; pass overwrite=True (--force) to replace it")
-    if not 1 <= int(quality) <= 100:
-        raise ValueError(f"quality must be in 1..100, found {quality}")
+    quality = _check_quality(quality)
     if not path.parent.is_dir():
         raise FileNotFoundError(f"{path.parent}: no such folder")
     arrays = {"format": np.array(FORMAT), "class_names": np.array(list(class_names)), "quality": np.array(int(quality))}
@@ -147,17 +178,21 @@ def _umask():
 
 
 def pack_cifar10(data_dir, path, quality=DEFAULT_QUALITY, overwrite=False):
-    """Pack a local CIFAR-10 copy (folder or archive; see :func:`supcon_lib.data.load_cifar10`)."""
+    """Pack a local CIFAR-10 copy (folder or archive; see :func:`supcon_lib.data.load_cifar10`).
+    Raises ``ValueError`` without ``data_dir``, ``DataError`` for an unreadable copy, and what
+    :func:`pack` raises."""
     from supcon_lib import data
 
     if data_dir is None:
         raise ValueError("pack_cifar10 needs data_dir: the CIFAR-10 copy to pack")
+    _check_quality(quality)  # before reading the copy
     train, test = data.load_cifar10(data_dir)
     return pack(path, train, test, data.cifar10_class_names(data_dir), quality, overwrite)
 
 
 def class_names(path):
-    """The class names stored in a packed file, without decoding any image."""
+    """The class names (a tuple of str) stored in a packed file, without decoding any image.
+    Raises :class:`PackedFileError` when they cannot be read."""
     try:
         with np.load(path, allow_pickle=False) as stored:
             return tuple(str(n) for n in stored["class_names"])
@@ -166,7 +201,9 @@ def class_names(path):
 
 
 def read(path):
-    """``((x_train, y_train), (x_test, y_test)), class_names`` from a packed file; labels int64."""
+    """``((x_train, y_train), (x_test, y_test)), class_names`` from a packed file: images uint8
+    (N, 32, 32, 3), labels int64 (N,), names a tuple of str. Raises :class:`PackedFileError` (a
+    ``DataError``) for a file that is not a complete, readable packed file."""
     path = Path(path)
     if not zipfile.is_zipfile(path):
         raise PackedFileError(f"{path}: not a packed CIFAR-10 file (not an .npz archive)")
@@ -183,7 +220,15 @@ def read(path):
     splits = []
     for name in SPLITS:
         payload, offsets, labels = fields[f"{name}_jpeg"], fields[f"{name}_offsets"], fields[f"{name}_labels"]
+        if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
+            raise PackedFileError(f"{path}: {name}_labels must be a flat array of integers, "
+                                  f"found {labels.dtype} {labels.shape}")
         count = len(labels)
+        if count == 0:
+            raise PackedFileError(f"{path}: the {name} split holds no images")
+        if labels.min() < 0 or labels.max() >= NUM_CLASSES:
+            raise PackedFileError(f"{path}: {name} labels must lie in 0..{NUM_CLASSES - 1}, "
+                                  f"found {labels.min()}..{labels.max()}")
         expected = -(-count // MOSAIC_IMAGES)
         if (offsets.ndim != 1 or len(offsets) != expected + 1 or offsets[0] != 0 or offsets[-1] != payload.size
                 or np.any(np.diff(offsets) <= 0)):

@@ -36,12 +36,13 @@ _NOISE = re.compile("|".join(STARTUP_NOISE))
 
 
 def is_startup_noise(line):
-    """Whether ``line`` is one of TensorFlow's known start-up lines."""
+    """Whether the str ``line`` is one of TensorFlow's known start-up lines (a bool)."""
     return bool(_NOISE.search(line))
 
 
 def start():
-    """Import Keras and list the devices with TensorFlow's start-up lines filtered out (once)."""
+    """Import Keras and list the devices with TensorFlow's start-up lines filtered out (once;
+    nothing happens if Keras is already imported). Errors of the import itself propagate."""
     if "keras" in sys.modules:
         return
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's own INFO and WARNING logs

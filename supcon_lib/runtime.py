@@ -15,13 +15,26 @@ from pathlib import Path
 
 from supcon_lib import paths, training
 
+__all__ = [
+    "DRIVE_MOUNT_POINT",
+    "DRIVE_RUNS_FOLDER",
+    "PROFILES",
+    "PROFILE_DESCRIPTIONS",
+    "accelerator",
+    "choose_profile",
+    "describe",
+    "keep_runs_on_drive",
+    "seed_everything",
+    "start_notebook",
+]
+
 #: The profiles; their settings live in ``training``.
 PROFILES = training.PROFILES
 
 #: What each profile costs, quoted in every notebook's header.
 PROFILE_DESCRIPTIONS = {
     "smoke": "offline: scikit-learn's digits at 32x32, a small ResNet, a few epochs (seconds on a CPU)",
-    "cpu": "real CIFAR-10 subset (10,000 train / 2,000 test), small ResNet (about 5 minutes per method on 2 CPU cores)",
+    "cpu": "real CIFAR-10 subset (10,000 train / 2,000 test), small ResNet (under 5 minutes per method on 2 CPU cores)",
     "gpu": "all of CIFAR-10, ResNet-18, 50 cross-entropy epochs against 25 SupCon epochs of two views "
            "(notebooks 04-06 within an hour on a Colab T4, estimated)",
     "full": "all of CIFAR-10, ResNet-18, the paper-style schedule (hours on a GPU)",
@@ -29,12 +42,14 @@ PROFILE_DESCRIPTIONS = {
 
 
 def accelerator():
-    """``"gpu"``, ``"tpu"`` or ``"cpu"``, for the active Keras backend."""
-    return training._accelerator()[0]
+    """``"gpu"``, ``"tpu"`` or ``"cpu"`` (a str): the first device kind the active Keras backend
+    sees."""
+    return training.accelerator_info()[0]
 
 
 def choose_profile(default=None):
-    """The profile to run: $SUPCON_PROFILE, else ``default``, else gpu on a GPU/TPU, smoke otherwise."""
+    """The profile to run (a str of :data:`PROFILES`): ``$SUPCON_PROFILE``, else ``default``, else
+    ``"gpu"`` on a GPU or TPU and ``"smoke"`` otherwise. Raises ``ValueError`` for an unknown one."""
     profile = os.environ.get("SUPCON_PROFILE") or default
     if profile is None:
         profile = "gpu" if accelerator() in ("gpu", "tpu") else "smoke"
@@ -44,7 +59,8 @@ def choose_profile(default=None):
 
 
 def describe():
-    """One line per library version and the device, for the top of a notebook."""
+    """A str, one line each: Python, Keras and its backend, TensorFlow (when it is the backend),
+    NumPy, scikit-learn, matplotlib, and the device kind; for the top of a notebook."""
     import keras
     import matplotlib
     import numpy
@@ -100,7 +116,7 @@ def start_notebook(seed=0, trains=False, runs_on_drive=False):
 
 
 def seed_everything(seed=0):
-    """Seed Python, NumPy and the Keras backend."""
+    """Seed Python's ``random``, NumPy and the Keras backend with the int ``seed``."""
     import keras
 
     keras.utils.set_random_seed(seed)

@@ -10,11 +10,14 @@ from __future__ import annotations
 import numpy as np
 
 __all__ = [
+    "plot_accuracy_against_budget",
     "plot_class_similarities",
     "plot_class_similarity",
     "plot_confusion_matrix",
     "plot_image_grid",
     "plot_neighbours",
+    "plot_reliability_diagram",
+    "plot_spectrum",
     "plot_training_curves",
     "plot_tsne",
     "plot_two_phase_curves",
@@ -30,7 +33,8 @@ def _pyplot():
 
 
 def save_fig(fig, name, dpi=120):
-    """Save ``fig`` as ``figures/<name>.png`` and return the path."""
+    """Save ``fig`` as ``<paths.figures_dir()>/<name>.png`` and return that ``Path``. Raises
+    ``ValueError`` for an empty name or one with a folder in it."""
     from supcon_lib import paths
 
     if not name or "/" in name or "\\" in name:
@@ -48,7 +52,11 @@ def _as_display(images):
 
 
 def plot_image_grid(images, labels, class_names, per_class=8, title="One row per class", seed=0):
-    """``per_class`` random images of every class, one row per class."""
+    """``per_class`` random images of every class, one row per class.
+
+    ``images``: (N, H, W, 3) uint8 or floats in [0, 1]; ``labels``: int (N,) indexing
+    ``class_names``. Raises ``ValueError`` when their lengths differ.
+    """
     plt = _pyplot()
     images, labels = np.asarray(images), np.asarray(labels)
     if len(images) != len(labels):
@@ -75,7 +83,8 @@ def plot_views_grid(images, views, row_labels=None, title="Original and augmente
     """Each row: an original image, then its views.
 
     ``images``: (N, H, W, 3) uint8 or [0, 1] floats; ``views``: (N, V, H, W, 3) in [0, 1]
-    (``supcon_lib.augment.to_display`` converts a pipeline's output).
+    (``supcon_lib.augment.to_display`` converts a pipeline's output). Raises ``ValueError`` for
+    views of another shape.
     """
     plt = _pyplot()
     images, views = np.asarray(images), np.asarray(views)
@@ -128,7 +137,8 @@ def plot_training_curves(histories, metrics=("loss",), title="Training curves"):
 def plot_tsne(points_by_method, labels, class_names, title="t-SNE of encoder embeddings"):
     """Side-by-side 2-D scatter plots, one per method, on the same points coloured by class.
 
-    ``points_by_method``: ``{panel title: (N, 2) array}``; ``labels``: (N,) shared by all panels.
+    ``points_by_method``: ``{panel title: (N, 2) array}``; ``labels``: int (N,) shared by all
+    panels. Raises ``ValueError`` for points of another shape.
     """
     plt = _pyplot()
     labels = np.asarray(labels)
@@ -197,7 +207,8 @@ def _matrix_plot(matrix, class_names, title, colorbar_label, fmt, cmap, xlabel, 
 
 
 def plot_confusion_matrix(matrix, class_names, title="Confusion matrix (test set)"):
-    """A confusion matrix with counts: rows are true classes, columns predicted classes."""
+    """A confusion matrix with counts: rows are true classes, columns predicted classes.
+    ``matrix``: (C, C) ints with C = ``len(class_names)``, else ``ValueError``."""
     return _matrix_plot(matrix, class_names, title, "images", "d", "Blues", "predicted class", "true class")
 
 
@@ -205,7 +216,8 @@ def plot_class_similarity(matrix, class_names, title="Mean cosine similarity bet
     """A class-by-class heatmap of mean cosine similarity between embeddings.
 
     The colours span ``vmin .. vmax``, by default the matrix's own range (the similarities of
-    ReLU features are all positive and often crowd into a narrow band).
+    ReLU features are all positive and often crowd into a narrow band). ``matrix``: (C, C) floats
+    (NaN shown as n/a), else ``ValueError``.
     """
     return _matrix_plot(matrix, class_names, title, "mean cosine similarity", ".2f", "viridis",
                         "class", "class", vmin=vmin, vmax=vmax)
@@ -215,7 +227,8 @@ def plot_class_similarities(matrices, class_names, title="Mean cosine similarity
     """Class-similarity heatmaps side by side, on one colour scale so that they compare.
 
     ``matrices``: ``{panel title: (C, C) array}``. The shared scale spans the smallest to the
-    largest finite entry over all panels.
+    largest finite entry over all panels. Raises ``ValueError`` for no panels or a matrix of
+    another shape.
     """
     plt = _pyplot()
     panels = list(matrices.items())
@@ -241,7 +254,8 @@ def plot_two_phase_curves(pretrain_history, probe_history, reference_lines=None,
 
     ``pretrain_history`` and ``probe_history``: ``{metric: [values per epoch]}``;
     ``reference_lines``: ``{label: value}`` drawn as horizontal lines on the phase-1 panel
-    (e.g. where the loss starts and its floor).
+    (e.g. where the loss starts and its floor). Raises ``ValueError`` when ``pretrain_history``
+    has no ``"loss"``.
     """
     plt = _pyplot()
     pretrain_loss = pretrain_history.get("loss")
@@ -270,7 +284,11 @@ def plot_two_phase_curves(pretrain_history, probe_history, reference_lines=None,
 
 def plot_neighbours(query_images, neighbour_images, query_titles, neighbour_titles,
                     title="Nearest neighbours in embedding space"):
-    """Each row: a query image, then its nearest neighbours (titles give their classes)."""
+    """Each row: a query image, then its nearest neighbours (titles give their classes).
+
+    ``query_images``: (Q, H, W, 3); ``neighbour_images``: (Q, k, H, W, 3), uint8 or [0, 1] floats;
+    ``query_titles``: Q strings; ``neighbour_titles``: Q lists of k strings.
+    """
     plt = _pyplot()
     neighbour_images = np.asarray(neighbour_images)
     rows, k = neighbour_images.shape[:2]
@@ -284,6 +302,141 @@ def plot_neighbours(query_images, neighbour_images, query_titles, neighbour_titl
             axes[row, col + 1].set_title(neighbour_titles[row][col], fontsize=7)
         for ax in axes[row]:
             ax.set_xticks([]), ax.set_yticks([])
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_accuracy_against_budget(cells, metrics=(("test_accuracy", "test accuracy (linear probe for two-phase SupCon)"),
+                                                 ("knn_accuracy", "kNN accuracy (k = 20) on encoder features")),
+                                 title="Accuracy against wall-clock budget"):
+    """One line per recipe: accuracy (± one standard error) against the run's total seconds.
+
+    ``cells``: dicts with ``recipe``, ``run_seconds`` and, for each metric, ``<metric>`` and
+    ``<metric>_se`` (what ``budget.run_at_budget`` returns, plus the recipe name). Several seeds
+    of one (recipe, budget) are drawn as their mean, with their spread as the error bar when it
+    exceeds the standard error. Raises ``ValueError`` when ``cells`` is empty.
+    """
+    plt = _pyplot()
+    cells = list(cells)
+    if not cells:
+        raise ValueError("no cells to plot")
+    fig, axes = plt.subplots(1, len(metrics), figsize=(5.5 * len(metrics), 4), sharey=True, squeeze=False)
+    recipes = list(dict.fromkeys(c["recipe"] for c in cells))
+    for ax, (metric, label) in zip(axes[0], metrics):
+        for index, recipe in enumerate(recipes):
+            budgets = sorted({c["budget_seconds"] for c in cells if c["recipe"] == recipe})
+            xs, ys, errors = [], [], []
+            for budget in budgets:
+                group = [c for c in cells if c["recipe"] == recipe and c["budget_seconds"] == budget]
+                values = np.array([c[metric] for c in group])
+                xs.append(np.mean([c["run_seconds"] for c in group]))
+                ys.append(values.mean())
+                spread = values.std(ddof=1) if len(values) > 1 else 0.0
+                errors.append(max(spread, np.mean([c[f"{metric}_se"] for c in group])))
+            ax.errorbar(xs, ys, yerr=errors, marker="o", capsize=3, color=f"C{index}", label=recipe)
+        ax.set_title(label, fontsize=10)
+        ax.set_xlabel("seconds per run (training + evaluation)")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("accuracy on held-out images")
+    axes[0][0].legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_reliability_diagram(bin_data, title="Reliability diagram"):
+    """Accuracy against confidence per confidence bin, with the diagonal of perfect calibration.
+
+    ``bin_data``: what ``supcon_lib.robustness.reliability_diagram_data`` returns (a dict with
+    ``edges`` (B + 1,), ``confidence``, ``accuracy`` and ``count`` (B,), optionally ``ece``), or
+    ``{panel title: such a dict}`` for panels side by side (e.g. one per recipe). Each panel shows
+    the accuracy of every non-empty bin as a bar, the gap to the bin's mean confidence in red
+    (below the diagonal: over-confident), and under it the number of predictions per bin. Raises
+    ``ValueError`` for no panels or a dict without those keys.
+    """
+    plt = _pyplot()
+    keys = ("edges", "confidence", "accuracy", "count")
+    panels = [("", bin_data)] if isinstance(bin_data, dict) and "count" in bin_data else list(bin_data.items())
+    if not panels:
+        raise ValueError("bin_data is empty: pass reliability_diagram_data(...) or {panel title: that}")
+    fig, axes = plt.subplots(2, len(panels), figsize=(4.2 * len(panels), 5.2), squeeze=False, sharex=True,
+                             gridspec_kw={"height_ratios": [3, 1]})
+    for column, (panel_title, data) in enumerate(panels):
+        missing = [key for key in keys if key not in data]
+        if missing:
+            raise ValueError(f"bin data {panel_title!r} lacks {missing}; use robustness.reliability_diagram_data")
+        edges = np.asarray(data["edges"], dtype=float)
+        count = np.asarray(data["count"])
+        accuracy = np.asarray(data["accuracy"], dtype=float)
+        confidence = np.asarray(data["confidence"], dtype=float)
+        if not (len(edges) == len(count) + 1 == len(accuracy) + 1 == len(confidence) + 1):
+            raise ValueError(f"bin data {panel_title!r}: edges must have one entry more than the per-bin arrays")
+        left, width = edges[:-1], np.diff(edges)
+        used = count > 0
+        ax, counts_ax = axes[0, column], axes[1, column]
+        ax.bar(left[used], accuracy[used], width=width[used], align="edge", color="C0", edgecolor="black",
+               linewidth=0.5, label="accuracy")
+        ax.bar(left[used], (confidence - accuracy)[used], bottom=accuracy[used], width=width[used], align="edge",
+               fill=False, edgecolor="C3", hatch="//", linewidth=0.8, label="gap to mean confidence")
+        ax.plot([0, 1], [0, 1], "--", color="gray", label="perfect calibration")
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.set_ylabel("accuracy in bin")
+        name = panel_title or "predictions"
+        ax.set_title(f"{name}: ECE = {data['ece']:.3f}" if "ece" in data else name, fontsize=10)
+        ax.legend(fontsize=8, loc="upper left")
+        ax.grid(alpha=0.3)
+        counts_ax.bar(left, count, width=width, align="edge", color="gray", edgecolor="black", linewidth=0.5)
+        counts_ax.set_xlabel("confidence (largest class probability)")
+        counts_ax.set_ylabel("predictions")
+        counts_ax.grid(alpha=0.3)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_spectrum(singular_values_by_name, title="Singular-value spectrum of the features"):
+    """Singular-value spectra of several feature sets, with their effective ranks.
+
+    ``singular_values_by_name``: ``{label: (K,) non-negative singular values}`` (e.g. from
+    ``supcon_lib.geometry.singular_values`` for features before and after the projection head).
+    Left: each ``s_k / sum(s)`` against ``k`` on a log scale (shares below 1e-10, zeros up to
+    rounding, left out), the distribution whose entropy gives the effective rank shown in the
+    legend; right: the cumulative share of variance ``sum_{j <= k} s_j^2 / sum(s^2)``. Raises ``ValueError`` for no spectra or one that
+    ``geometry.effective_rank`` rejects (empty, negative, NaN or all zero).
+    """
+    from supcon_lib import geometry
+
+    plt = _pyplot()
+    spectra = list(singular_values_by_name.items())
+    if not spectra:
+        raise ValueError("singular_values_by_name is empty: pass {label: singular values}")
+    fig, (share_ax, cumulative_ax) = plt.subplots(1, 2, figsize=(11.0, 3.8))
+    for index, (name, values) in enumerate(spectra):
+        values = np.asarray(values, dtype=float)
+        if values.ndim != 1:
+            raise ValueError(f"{name}: singular values must be 1-D, found shape {values.shape}")
+        rank = geometry.effective_rank(values)
+        values = np.sort(values)[::-1]
+        ks = np.arange(1, len(values) + 1)
+        share = values / values.sum()
+        positive = share > 1e-10  # zeros, and rounding noise of zeros, have no place on a log scale
+        share_ax.plot(ks[positive], share[positive], marker=".", color=f"C{index}",
+                      label=f"{name} (effective rank {rank:.1f})")
+        cumulative_ax.plot(ks, np.cumsum(values ** 2) / np.sum(values ** 2), marker=".", color=f"C{index}",
+                           label=name)
+    share_ax.set_yscale("log")
+    share_ax.set_xlabel("k (singular values, largest first)")
+    share_ax.set_ylabel("s_k / sum(s)")
+    share_ax.set_title("normalised spectrum")
+    cumulative_ax.set_xlabel("k")
+    cumulative_ax.set_ylabel("share of variance in the first k directions")
+    cumulative_ax.set_ylim(0, 1.02)
+    cumulative_ax.set_title("cumulative variance")
+    for ax in (share_ax, cumulative_ax):
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
     fig.suptitle(title)
     fig.tight_layout()
     return fig

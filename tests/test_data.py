@@ -142,6 +142,24 @@ def test_malformed_batches(cifar_copy, batch, problem):
     assert "data_batch_1" in str(info.value)
 
 
+@pytest.mark.parametrize("empty, message", [("data_batch_1", r"the training batches \(data_batch_1, data_batch_2\) hold no images"),
+                                            ("test_batch", "test_batch: the test batch holds no images")])
+def test_batches_of_no_images_are_refused(cifar_copy, empty, message):
+    empty_batch = {b"data": np.zeros((0, 3072), np.uint8), b"labels": []}  # well-formed, but no image
+    (cifar_copy["folder"] / empty).write_bytes(pickle.dumps(empty_batch, protocol=4))
+    if empty == "data_batch_1":
+        (cifar_copy["folder"] / "data_batch_2").write_bytes(pickle.dumps(empty_batch, protocol=4))
+    with pytest.raises(data.DataError, match=message):
+        data.load_cifar10(cifar_copy["folder"])
+
+
+def test_one_empty_training_batch_among_others_is_fine(cifar_copy):
+    (cifar_copy["folder"] / "data_batch_2").write_bytes(
+        pickle.dumps({b"data": np.zeros((0, 3072), np.uint8), b"labels": []}, protocol=4))
+    (x_train, y_train), _ = data.load_cifar10(cifar_copy["folder"])
+    assert len(x_train) == 20 and y_train.dtype == np.int64
+
+
 def test_corrupt_archive(tmp_path):
     archive = tmp_path / "cifar-10-python.tar.gz"
     archive.write_bytes(b"\x1f\x8b\x08 definitely not gzip")
@@ -291,6 +309,12 @@ def test_load_dataset_subsets(cifar_copy):
     assert len(x_test) == 10
     with pytest.raises(ValueError, match="unknown dataset"):
         data.load_dataset("mnist")
+    for train_size, test_size, message in ((41, None, r"train_size must lie in 1..40 \(the images of the cifar10 training split\), found 41"),
+                                           (0, None, "train_size must lie in 1..40"),
+                                           (None, 11, "test_size must lie in 1..10"),
+                                           (2.5, None, "train_size must lie in 1..40 .*found 2.5")):
+        with pytest.raises(data.DataError, match=message):
+            data.load_dataset("cifar10", cifar_copy["folder"], train_size, test_size)
 
 
 def test_full_standard_layout(tmp_path):

@@ -200,10 +200,7 @@ def test_class_cosine_similarity_hand_made():
 
 # --- t-SNE ------------------------------------------------------------------------------------------
 
-TSNE_IMPLEMENTATIONS = [
-    pytest.param("opentsne", marks=pytest.mark.skipif(not evaluation.opentsne_available(), reason="no openTSNE")),
-    "sklearn",
-]
+TSNE_IMPLEMENTATIONS = ["opentsne", "sklearn"]  # openTSNE is a dependency (pyproject.toml): never skipped
 
 
 @pytest.fixture(scope="module")

@@ -301,11 +301,17 @@ def test_npairs_keeps_the_diagonal_unlike_supcon():
     (the self-similarity 1/temperature dominates), where SupCon has no positive at all (0)."""
     features = np.eye(6, 8, dtype=np.float32)
     labels = np.arange(6)
-    for temperature in (0.05, 0.5):
+    for temperature in (0.1, 0.2, 0.5):
         expected = math.log(1 + 5 * math.exp(-1 / temperature))  # -log softmax of the diagonal.
         value = float(losses.npairs_loss(labels, features, temperature))
-        assert value == pytest.approx(expected, abs=1e-6)  # 1e-8 at 0.05, 0.5 at 0.5.
+        # Relative: 2.3e-4 at 0.1, 0.033 at 0.2, 0.5 at 0.5. float32 rounds the softmax's sum
+        # 1 + 5 exp(-1/t) to within 1.2e-7 (its resolution at 1), an error of 1.2e-7 / expected
+        # relative to the value (5e-4 at 0.1, 1e-6 at 0.5).
+        assert value == pytest.approx(expected, rel=1e-6 + 1.2e-7 / expected)
         assert float(losses.supcon_loss(labels, features, temperature)) == 0.0
+    # At 0.05 the exact value, 5 exp(-20) = 1.0e-8, is below that resolution: float32 gives 0 up
+    # to one rounding step.
+    assert 0.0 <= float(losses.npairs_loss(labels, features, 0.05)) <= 1.2e-7
     temperature = 0.05
     # A shared class: npairs spreads the target over itself and the other member.
     paired = np.array([0, 0, 1, 2, 3, 4])
@@ -357,6 +363,13 @@ def test_low_precision_inputs_are_computed_in_float32(dtype, scale):
     low_gradient = gradient(lambda x: losses.supcon_loss(labels, x, temperature), quantised)
     assert keras.backend.standardize_dtype(low_gradient.dtype) == dtype
     assert np.all(np.isfinite(low_gradient.astype(np.float32)))
+    # The loss runs in float32 on the same values, so the gradient is float32's, rounded to the
+    # input's dtype on the way back through the cast: within one step of its mantissa (10 bits
+    # for float16, 7 for bfloat16) of the largest entry.
+    high_gradient = gradient(lambda x: losses.supcon_loss(labels, x, temperature), same_values)
+    step = {"float16": 2.0 ** -10, "bfloat16": 2.0 ** -7}[dtype]
+    np.testing.assert_allclose(low_gradient.astype(np.float32), high_gradient, rtol=step,
+                               atol=step * np.abs(high_gradient).max())
 
 
 # --------------------------------------------------------------------------------------------
@@ -549,6 +562,19 @@ def test_no_nan_in_values_or_gradients(case):
         assert np.all(np.isfinite(autodiff))
         eager = float(losses.supcon_loss(labels_arg, features, temperature, formulation))
         assert eager == pytest.approx(float(value), rel=1e-5, abs=1e-5)
+        if case in ("min_temperature", "huge"):  # finite, and right: the float64 log-sum-exp reference
+            expected = logsumexp_reference_supcon(labels_arg, features, temperature)[formulation]
+            # float32 logits of size up to 1/temperature carry rounding errors of ~1e-7 / temperature.
+            assert abs(eager - expected) <= 1e-6 * (1 + abs(expected)) + 1e-6 / temperature, (eager, expected)
+        if case == "huge":  # and the gradient (of size 1e-18: 1 / the norm) is the closed form's
+            expected_gradient = reference_gradient(labels_arg, features, temperature, formulation)
+            # Its part along each input vector, which the closed form projects out, is not exactly
+            # 0 at this scale: the normalisation's term x (x . g) / |x|^3 underflows in float32
+            # (|x|^3 = 1e54). It only changes norms, to which the loss is blind: compare the rest.
+            unit = features / np.linalg.norm(features.astype(np.float64), axis=-1, keepdims=True)
+            tangential = autodiff - unit * np.sum(unit * autodiff, axis=-1, keepdims=True)
+            np.testing.assert_allclose(tangential, expected_gradient, rtol=1e-4,
+                                       atol=1e-5 * np.abs(expected_gradient).max())
     value, autodiff = value_and_gradient(
         lambda x: losses.npairs_loss(labels, x[:, 0], temperature), features
     )
@@ -558,6 +584,35 @@ def test_no_nan_in_values_or_gradients(case):
         value = float(losses.supcon_loss(labels, features, temperature, "in"))
         expected = reference_supcon(labels, features.astype(np.float64), temperature, "in")
         assert value == pytest.approx(expected, rel=1e-5)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_nan_or_infinite_features_are_refused_in_eager_calls(bad):
+    features = np.random.default_rng(12).normal(size=(4, 2, 3)).astype(np.float32)
+    features[2, 1, 0] = bad
+    labels = np.array([0, 1, 1, 0])
+    where = r"features contain NaN or infinite values \(the first: {} at index {}\)"
+    for call, name, index in (
+            (lambda: losses.supcon_loss(labels, features), "supcon_loss", r"\(2, 1, 0\)"),
+            (lambda: losses.supcon_loss(None, ops.convert_to_tensor(features, "float16")), "supcon_loss", r"\(2, 1, 0\)"),
+            (lambda: losses.SupConLoss()(labels, features), "supcon_loss", r"\(2, 1, 0\)"),
+            (lambda: losses.npairs_loss(labels, features[:, 1]), "npairs_loss", r"\(2, 0\)"),
+            (lambda: losses.supcon_queue_loss(labels, features[:, 0], features[:, 0], features[:, 1], labels),
+             "supcon_queue_loss", r"\(2, 0\)"),
+    ):
+        with pytest.raises(ValueError, match=f"{name}: " + where.format(r"-?(nan|inf)", index)):
+            call()
+
+
+def test_nan_features_in_a_traced_call_give_a_nan_loss():
+    """While the loss is traced (a compiled fit, tf.function, jax.jit) the values are not known:
+    no error can be raised, and, as documented, the loss of such a batch is NaN."""
+    features = np.random.default_rng(12).normal(size=(4, 2, 3)).astype(np.float32)
+    features[2, 1, 0] = np.nan
+    compiled = xla_compile(lambda y, x: losses.supcon_loss(y, x, 0.1))
+    assert np.isnan(float(compiled(np.array([0, 1, 1, 0]), features)))
+    features[2, 1, 0] = 1.0
+    assert np.isfinite(float(compiled(np.array([0, 1, 1, 0]), features)))
 
 
 def test_xla_compiled_functions_agree_with_eager():

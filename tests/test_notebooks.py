@@ -1,6 +1,7 @@
 """The notebooks: every py:percent source has an .ipynb twin with the same cells, stripped of
 outputs, and every notebook follows the collection's conventions. (nbmake executes them.)"""
 
+import ast
 import re
 from pathlib import Path
 
@@ -43,7 +44,6 @@ def test_conventions(source):
     for heading in ("In this notebook we will", "Prerequisites", "Run time"):
         assert heading in first
     code = "\n".join(cell.source for cell in notebook.cells if cell.cell_type == "code")
-    assert f'REPOSITORY = "{paths.REPOSITORY}"' in code
     assert "google.colab" in code
     setup = next(cell.source for cell in notebook.cells if cell.cell_type == "code")
     assert "quiet.start()" in setup, "the setup cell starts Keras without TensorFlow's log lines"
@@ -61,3 +61,24 @@ def test_conventions(source):
     if following:
         assert f"({following[0]}.ipynb)" in last, "links the next notebook"
     assert re.fullmatch(r"\d\d_[a-z0-9_]+", source.stem)
+
+
+@pytest.mark.parametrize("source", SOURCES, ids=lambda p: p.stem)
+def test_colab_install_names_the_release(source):
+    """The setup cell installs supcon_lib.paths.INSTALL_SOURCE (a release tag, not the moving main
+    branch), spelt out in the notebook: it cannot import the library before installing it."""
+    notebook = jupytext.read(source)
+    setup = next(cell.source for cell in notebook.cells if cell.cell_type == "code")
+    tree = ast.parse(setup)
+    values = [node.value.value for node in tree.body if isinstance(node, ast.Assign)
+              and [getattr(target, "id", None) for target in node.targets] == ["INSTALL_SOURCE"]
+              and isinstance(node.value, ast.Constant)]
+    assert values == [paths.INSTALL_SOURCE], (
+        f"the setup cell must set INSTALL_SOURCE = {paths.INSTALL_SOURCE!r} (supcon_lib.paths.INSTALL_SOURCE)")
+    installs = [node for node in ast.walk(tree) if isinstance(node, ast.Call)
+                and any(isinstance(arg, ast.List) and any(getattr(e, "value", None) == "install" for e in arg.elts)
+                        for arg in node.args)]
+    assert len(installs) == 1, "one pip install in the setup cell"
+    arguments = installs[0].args[0].elts
+    assert isinstance(arguments[-1], ast.Name) and arguments[-1].id == "INSTALL_SOURCE", (
+        "pip installs INSTALL_SOURCE, nothing else")

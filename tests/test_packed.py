@@ -91,9 +91,30 @@ def test_refuses_to_overwrite_and_writes_nothing_on_bad_input(tmp_path, digits):
         packed.pack(tmp_path / "f.npz", (train[0].astype(np.float32), train[1]), test, data.DIGITS_CLASS_NAMES)
     with pytest.raises(ValueError, match="test labels: expected shape"):
         packed.pack(tmp_path / "g.npz", train, (test[0], test[1][:-1]), data.DIGITS_CLASS_NAMES)
-    with pytest.raises(ValueError, match="quality must be in 1..100"):
-        packed.pack(tmp_path / "h.npz", train, test, data.DIGITS_CLASS_NAMES, quality=0)
+    for quality in (0, 101, 95.5, True):
+        with pytest.raises(ValueError, match="quality must be in 1..100"):
+            packed.pack(tmp_path / "h.npz", train, test, data.DIGITS_CLASS_NAMES, quality=quality)
+    with pytest.raises(ValueError, match=r"train labels: expected integers in 0..9 .* found 0..10"):
+        packed.pack(tmp_path / "i.npz", (train[0], np.where(train[1] == 9, 10, train[1])), test, data.DIGITS_CLASS_NAMES)
+    with pytest.raises(ValueError, match="the test split holds no images"):
+        packed.pack(tmp_path / "j.npz", train, (test[0][:0], test[1][:0]), data.DIGITS_CLASS_NAMES)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.npz"]
+
+
+def test_quality_is_checked_before_the_copy_is_read(tmp_path):
+    with pytest.raises(ValueError, match="quality must be in 1..100"):
+        packed.pack_cifar10(tmp_path / "nowhere", tmp_path / "x.npz", quality=101)
+
+
+@pytest.mark.parametrize("quality", ["0", "101", "high"])
+def test_command_line_pack_refuses_a_bad_quality(tmp_path, capsys, cifar_copy, quality):
+    from supcon_lib import __main__ as cli
+
+    with pytest.raises(SystemExit) as info:
+        cli.main(["pack", "--data-dir", str(cifar_copy["folder"]), "--out", str(tmp_path / "c.npz"), "--quality", quality])
+    assert info.value.code == 2
+    assert f"--quality: expected a JPEG quality in 1..100, found '{quality}'" in capsys.readouterr().err
+    assert not (tmp_path / "c.npz").exists()
 
 
 def test_an_interrupted_write_leaves_no_file(tmp_path, digits, monkeypatch):
@@ -124,6 +145,7 @@ def packed_digits(tmp_path, digits):
 def test_malformed_files_are_refused_with_the_reason(tmp_path, packed_digits):
     with np.load(packed_digits) as stored:
         payload, offsets = stored["test_jpeg"].copy(), stored["test_offsets"]
+        train_size, test_size = len(stored["train_labels"]), len(stored["test_labels"])
     corrupt = payload.copy()
     corrupt[len(corrupt) // 2:] = 0  # the second half of the mosaic's entropy-coded data zeroed
     truncated = payload[: len(payload) // 3]
@@ -134,9 +156,16 @@ def test_malformed_files_are_refused_with_the_reason(tmp_path, packed_digits):
         "offsets do not describe": lambda p: _rewrite(packed_digits, p, test_jpeg=truncated),
         "cannot be decoded": lambda p: _rewrite(packed_digits, p, test_jpeg=corrupt),
         "expected JPEG": lambda p: _rewrite(packed_digits, p, test_labels=np.zeros(250, np.uint8)),
+        r"test labels must lie in 0..9, found 0..12": lambda p: _rewrite(
+            packed_digits, p, test_labels=np.where(np.arange(test_size) == 7, 12, 0).astype(np.uint8)),
+        "train_labels must be a flat array of integers": lambda p: _rewrite(
+            packed_digits, p, train_labels=np.zeros(train_size, np.float32)),
+        "the test split holds no images": lambda p: _rewrite(
+            packed_digits, p, test_labels=np.zeros(0, np.uint8), test_jpeg=np.zeros(0, np.uint8),
+            test_offsets=np.zeros(1, np.int64)),
     }
-    for message, make in cases.items():
-        path = tmp_path / f"bad-{len(message)}.npz"
+    for number, (message, make) in enumerate(cases.items()):
+        path = tmp_path / f"bad-{number}.npz"
         make(path)
         with pytest.raises(data.DataError, match=message) as caught:
             data.load_cifar10(path)

@@ -1,6 +1,8 @@
 """supcon_lib.training: both recipes learn, resume is exact, settings are checked."""
 
 import json
+import pathlib
+import time
 
 import keras
 import numpy as np
@@ -91,9 +93,11 @@ def interrupted_and_resumed(tmp_path_factory, digits_arrays):
     marker = json.loads((root / "resumed" / "checkpoints" / "pretrain.json").read_text())
     metrics_after_interrupt = (root / "resumed" / "metrics.json").exists()
     log = EpochLog()
+    session_started = time.perf_counter()
     resumed = training.run(config, root / "resumed", callbacks=[log], arrays=digits_arrays)
+    session_seconds = time.perf_counter() - session_started
     return dict(config=config, reference=reference, resumed=resumed, marker=marker, log=log,
-                metrics_after_interrupt=metrics_after_interrupt, root=root)
+                metrics_after_interrupt=metrics_after_interrupt, root=root, session_seconds=session_seconds)
 
 
 def test_interrupted_run_resumes_to_the_same_weights(interrupted_and_resumed):
@@ -107,8 +111,11 @@ def test_interrupted_run_resumes_to_the_same_weights(interrupted_and_resumed):
     for got, want in zip(run["resumed"].encoder.get_weights(), run["reference"].encoder.get_weights()):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
     assert abs(resumed["test_accuracy"] - reference["test_accuracy"]) < 0.02
-    # Wall time counts the interrupted session's completed epoch too.
-    assert resumed["train_seconds"] > resumed["history"]["pretrain"]["seconds"][0]
+    # Wall time: this session's (which the call to run() encloses) plus the interrupted session's
+    # completed epoch. Without the second term it would be below the time around the call.
+    earlier = run["marker"]["history"]["seconds"][0]
+    assert resumed["history"]["pretrain"]["seconds"][0] == earlier
+    assert run["session_seconds"] < resumed["train_seconds"] <= run["session_seconds"] + earlier
 
 
 def test_finished_run_started_again_trains_nothing(interrupted_and_resumed, digits_arrays):
@@ -140,10 +147,14 @@ def test_checkpoint_marker_is_the_commit_point(tmp_path):
     for variable in model.variables:
         variable.assign(variable.numpy() + 1)
     np.savez(tmp_path / "checkpoints" / "phase-epoch0002.npz", v0=np.zeros(1))
+    (tmp_path / "checkpoints" / ".phase-epoch0003.npz.tmp.npz").write_bytes(b"half")  # more of a kill's leftovers
+    (tmp_path / "checkpoints" / ".phase.json.tmp").write_text('{"epochs_do')
     done, history = saver.load(model)
     assert done == 1 and history == {"loss": [1.0]}
     for variable, value in zip(model.variables, saved):
         np.testing.assert_array_equal(variable.numpy(), value)
+    # The leftovers are gone: the next epoch writes them again.
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["phase-epoch0001.npz", "phase.json"]
 
 
 def test_epoch_order_depends_only_on_seed_and_epoch():
@@ -208,12 +219,12 @@ def test_warmup_then_cosine_schedule():
 
 
 def test_device_choices(monkeypatch):
-    # Whatever this machine has: the choices are made from what _accelerator reports.
+    # Whatever this machine has: the choices are made from what accelerator_info reports.
     cases = {("cpu", ()): "float32", ("gpu", (6.1,)): "float32", ("gpu", (7.5,)): "mixed_float16",
              ("gpu", (8.0,)): "mixed_bfloat16", ("gpu", (9.0, 9.0)): "mixed_bfloat16", ("gpu", (7.5, 8.0)): "mixed_float16",
              ("tpu", ()): "mixed_bfloat16"}
     for (kind, capabilities), expected in cases.items():
-        monkeypatch.setattr(training, "_accelerator", lambda k=kind, c=capabilities: (k, list(c)))
+        monkeypatch.setattr(training, "accelerator_info", lambda k=kind, c=capabilities: (k, list(c)))
         assert training.select_precision() == expected
         # XLA: always on JAX (jax.jit), on accelerators with TensorFlow, off for TensorFlow on a CPU.
         assert training.select_jit() is (keras.backend.backend() == "jax" or kind != "cpu")
@@ -245,6 +256,7 @@ def test_gpu_settings_train_on_the_cpu(tmp_path, digits_arrays, method, precisio
         (dict(encoder="vgg"), "encoder"),
         (dict(temperature=0.0), "temperature"),
         (dict(temperature=float("inf")), "finite"),
+        (dict(temperature=float("nan")), "finite"),
         (dict(temperature=1e-5), "temperature must be >= "),
         (dict(formulation="median"), "formulation"),
         (dict(loss="simclr", views=1), "two views"),
@@ -258,6 +270,203 @@ def test_gpu_settings_train_on_the_cpu(tmp_path, digits_arrays, method, precisio
 def test_invalid_settings(overrides, message):
     with pytest.raises(ValueError, match=message):
         training.RunConfig.from_profile("smoke", "supcon", **overrides)
+
+
+@pytest.mark.parametrize("name, value, message", [
+    ("temperature", float("inf"), "finite"), ("temperature", 1e-5, "temperature must be >= "),
+    ("temperature", float("nan"), "finite"), ("formulation", "median", "formulation"), ("views", 0, "views"),
+])
+def test_run_refuses_bad_settings_before_writing_anything(tmp_path, name, value, message):
+    config = training.RunConfig.from_profile("smoke", "supcon", **TINY)
+    setattr(config, name, value)  # a config changed after it was checked
+    with pytest.raises(ValueError, match=message):
+        training.run(config, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+def _files(folder):
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("contents, message", [
+    (b"{not json", "config.json: unreadable"),
+    (b"\xff\xfe\x00", "config.json: unreadable"),
+    (b"[1, 2]", "not the settings of a run .* but a list"),
+    (b'"supcon"', "not the settings of a run .* but a str"),
+    (b'{"method": "ce", "epochs": "three"}', "other settings"),
+])
+def test_corrupt_config_json_is_refused_and_left_alone(tmp_path, digits_arrays, contents, message):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "config.json").write_bytes(contents)
+    config = training.RunConfig.from_profile("smoke", "ce", **dict(TINY, epochs=1))
+    with pytest.raises(ValueError, match=message):
+        training.run(config, run_dir, arrays=digits_arrays)
+    assert _files(run_dir) == {"config.json": contents}  # no lock file, nothing else
+
+
+def _dense_model(units=2, extra_layer=False):
+    layers = [keras.Input((3,)), keras.layers.Dense(units)] + ([keras.layers.Dense(2)] if extra_layer else [])
+    model = keras.Sequential(layers)
+    model.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9), loss="mse")
+    model.optimizer.build(model.trainable_variables)
+    for index, variable in enumerate(model.variables):
+        variable.assign(np.full(variable.shape, index + 1.5, variable.dtype))
+    return model
+
+
+def _values(model):
+    return [np.array(v.numpy()) for v in training._state_variables(model)]
+
+
+def test_checkpoints_are_keyed_by_variable_path_and_survive_a_rebuild(tmp_path):
+    model = _dense_model()
+    saver = training.EpochCheckpointer(tmp_path, "phase")
+    saver.save(model, 1, {"loss": [1.0]})
+    with np.load(tmp_path / "checkpoints" / "phase-epoch0001.npz") as stored:
+        assert list(stored.files) == [v.path for v in training._state_variables(model)]
+    # Built again in this session: Keras numbers its automatic names anew (dense_1, sgd_1, ...).
+    rebuilt = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    rebuilt.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9), loss="mse")
+    assert {v.path for v in rebuilt.variables}.isdisjoint(v.path for v in model.variables)
+    assert saver.load(rebuilt) == (1, {"loss": [1.0]})
+    for got, want in zip(_values(rebuilt), _values(model)):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_checkpoint_of_another_model_is_refused_naming_the_first_difference(tmp_path):
+    saver = training.EpochCheckpointer(tmp_path, "phase")
+    saver.save(_dense_model(), 1, {})
+    other = _dense_model(extra_layer=True)  # one layer more: its kernel is where the two part
+    before = _values(other)
+    with pytest.raises(training.CheckpointError, match="its variables are not the model's") as caught:
+        saver.load(other)
+    assert f"the first variable that differs is {other.variables[2].path!r} in the model" in str(caught.value)
+    wider = _dense_model(units=4)
+    with pytest.raises(training.CheckpointError, match=r"kernel' has shape \(3, 2\) there and \(3, 4\) in the model"):
+        saver.load(wider)
+    for got, want in zip(_values(other), before):  # refused before any variable changed
+        np.testing.assert_array_equal(got, want)
+
+
+def test_position_keyed_checkpoints_of_earlier_versions_still_load(tmp_path):
+    model = _dense_model()
+    folder = tmp_path / "checkpoints"
+    folder.mkdir()
+    np.savez(folder / "phase-epoch0002.npz", **{f"v{i}": value for i, value in enumerate(_values(model))})
+    (folder / "phase.json").write_text(json.dumps({"epochs_done": 2, "history": {}, "file": "phase-epoch0002.npz"}))
+    fresh = _dense_model()
+    for variable in fresh.variables:
+        variable.assign(np.zeros(variable.shape, variable.dtype))
+    assert training.EpochCheckpointer(tmp_path, "phase").load(fresh) == (2, {})
+    for got, want in zip(_values(fresh), _values(model)):
+        np.testing.assert_array_equal(got, want)
+    bigger = _dense_model(extra_layer=True)
+    with pytest.raises(training.CheckpointError,
+                       match=f"holds {len(_values(model))} variables .* but the model has {len(_values(bigger))}"):
+        training.EpochCheckpointer(tmp_path, "phase").load(bigger)
+
+
+@pytest.mark.parametrize("damage, message", [
+    ("missing npz", "the variables file it names, phase-epoch0001.npz, is missing"),
+    ("marker not JSON", "unreadable"),
+    ("marker a list", "expected a JSON object, found list"),
+    ("epochs_done text", "epochs_done must be a non-negative integer, found '1'"),
+    ("history not numbers", "history must map each metric to a list of numbers"),
+    ("file outside", "file must name an .npz file"),
+])
+def test_damaged_checkpoints_are_refused_before_anything_is_written(tmp_path, damage, message):
+    saver = training.EpochCheckpointer(tmp_path, "phase")
+    saver.save(_dense_model(), 1, {"loss": [0.5]})
+    state = json.loads(saver.marker.read_text())
+    if damage == "missing npz":
+        (saver.folder / state["file"]).unlink()
+    elif damage == "marker not JSON":
+        saver.marker.write_text('{"epochs_done": 1, "hist')
+    elif damage == "marker a list":
+        saver.marker.write_text("[1]")
+    else:
+        key, value = {"epochs_done text": ("epochs_done", "1"), "history not numbers": ("history", {"loss": ["x"]}),
+                      "file outside": ("file", "../phase-epoch0001.npz")}[damage]
+        saver.marker.write_text(json.dumps({**state, key: value}))
+    before = _files(tmp_path)
+    config = training.RunConfig.from_profile("smoke", "ce")
+    for attempt in (saver.epochs_done, lambda: saver.load(_dense_model()),
+                    lambda: training.check_run_dir(tmp_path, config)):
+        with pytest.raises(training.CheckpointError, match=message):
+            attempt()
+    assert _files(tmp_path) == before
+
+
+def test_unreadable_checkpoint_variables_are_refused(tmp_path):
+    saver = training.EpochCheckpointer(tmp_path, "phase")
+    saver.save(_dense_model(), 1, {})
+    (saver.folder / "phase-epoch0001.npz").write_bytes(b"PK\x03\x04 not a whole zip file")
+    with pytest.raises(training.CheckpointError, match="phase-epoch0001.npz is unreadable"):
+        saver.load(_dense_model())
+
+
+# -- atomic writes: a crash half-way leaves the old file and no temporary ----------------------------
+def _write_half_then_crash(target, payload):
+    pathlib.Path(target).write_bytes(payload[: len(payload) // 2])
+    raise KeyboardInterrupt("simulated crash half-way through a write")
+
+
+def test_json_write_crashing_half_way_keeps_the_old_file(tmp_path, monkeypatch):
+    path = tmp_path / "metrics.json"
+    training._write_json(path, {"accuracy": 0.5})
+    old = path.read_bytes()
+    monkeypatch.setattr(pathlib.Path, "write_text", lambda self, text, *a, **k: _write_half_then_crash(self, text.encode()))
+    with pytest.raises(KeyboardInterrupt):
+        training._write_json(path, {"accuracy": 0.9, "history": list(range(100))})
+    assert path.read_bytes() == old
+    assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]  # no temporary left
+
+
+def test_checkpoint_write_crashing_half_way_keeps_the_last_epoch(tmp_path, monkeypatch):
+    model = _dense_model()
+    saver = training.EpochCheckpointer(tmp_path, "phase")
+    saver.save(model, 1, {"loss": [1.0]})
+    saved = _values(model)
+    for variable in model.variables:
+        variable.assign(np.zeros(variable.shape, variable.dtype))
+
+    def savez(file, **arrays):
+        _write_half_then_crash(file, b"PK\x03\x04" + b"x" * 1000)
+
+    monkeypatch.setattr(training.np, "savez", savez)
+    with pytest.raises(KeyboardInterrupt):
+        saver.save(model, 2, {"loss": [1.0, 0.5]})
+    monkeypatch.undo()
+    assert sorted(p.name for p in saver.folder.iterdir()) == ["phase-epoch0001.npz", "phase.json"]
+    assert saver.load(model) == (1, {"loss": [1.0]})
+    for got, want in zip(_values(model), saved):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_model_save_crashing_half_way_keeps_the_old_file(tmp_path, monkeypatch):
+    path = tmp_path / "embedder.keras"
+    model = _dense_model()
+    training._save_atomically(model, path)
+    old = path.read_bytes()
+    monkeypatch.setattr(keras.Model, "save", lambda self, filepath, *a, **k: _write_half_then_crash(filepath, old))
+    with pytest.raises(KeyboardInterrupt):
+        training._save_atomically(model, path)
+    assert path.read_bytes() == old
+    assert [p.name for p in tmp_path.iterdir()] == ["embedder.keras"]
+
+
+# -- the run-folder lock (two processes: tests/test_interruptions.py) -------------------------------
+def test_run_lock_is_exclusive_and_leaves_no_file(tmp_path):
+    (tmp_path / ".lock").write_text("")  # left by a killed run: nobody holds it
+    with training._RunLock(tmp_path):
+        assert (tmp_path / ".lock").exists()
+        with pytest.raises(training.RunFolderBusy, match="in use by another training process"):
+            with training._RunLock(tmp_path):
+                pass
+    assert not (tmp_path / ".lock").exists()
+    with training._RunLock(tmp_path):  # and the folder can be taken again
+        pass
 
 
 def test_profiles():
