@@ -22,6 +22,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: setup
+	rm -rf build/runs build/figures  # from scratch: runs of other settings (an older version) are refused
 	$(BIN)/python tools/run_notebooks.py --out build/notebooks
 
 # Library tests in parallel; then the notebooks one after another in their order (06 reuses the
