@@ -507,11 +507,16 @@ def hybrid_loss(labels, logits, features, supcon_weight: float = 1.0, temperatur
     ``label_smoothing`` the cross-entropy's target puts ``1 - label_smoothing`` on the label and
     spreads ``label_smoothing`` evenly over all classes.
     """
+    supcon_weight = _check_supcon_weight(supcon_weight)
+    return (cross_entropy_over_views(labels, logits, label_smoothing)
+            + supcon_weight * supcon_loss(labels, features, temperature))
+
+
+def _check_supcon_weight(supcon_weight):
     if isinstance(supcon_weight, bool) or not isinstance(supcon_weight, (int, float)) \
             or not math.isfinite(supcon_weight) or supcon_weight < 0:
         raise ValueError(f"supcon_weight must be a finite number >= 0, got {supcon_weight!r}")
-    return (cross_entropy_over_views(labels, logits, label_smoothing)
-            + supcon_weight * supcon_loss(labels, features, temperature))
+    return float(supcon_weight)
 
 
 def _check_label_smoothing(label_smoothing):
@@ -724,9 +729,7 @@ class HybridLoss(_BatchLevelLoss):
             raise ValueError(f"num_classes must be an integer >= 2, got {num_classes!r}")
         self.num_classes = int(num_classes)
         self.temperature = _check_temperature(temperature)
-        hybrid_loss(np.zeros(2, "int32"), np.zeros((2, 2), "float32"), np.ones((2, 2), "float32"),
-                    supcon_weight, self.temperature)  # checks supcon_weight
-        self.supcon_weight = float(supcon_weight)
+        self.supcon_weight = _check_supcon_weight(supcon_weight)
         self.label_smoothing = _check_label_smoothing(label_smoothing)
 
     def call(self, y_true, y_pred):
