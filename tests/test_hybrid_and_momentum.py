@@ -269,3 +269,21 @@ def test_settings_of_the_new_recipes_are_checked(settings, message):
     method = settings.pop("method")
     with pytest.raises(ValueError, match=message):
         training.RunConfig.from_profile("smoke", method, **settings)
+
+
+@pytest.mark.parametrize("method, extra, precision", [
+    ("hybrid", {}, "mixed_float16"),
+    ("supcon", dict(queue_size=100, probe_epochs=2), "mixed_bfloat16"),
+])
+def test_gpu_settings_train_the_new_recipes_on_the_cpu(tmp_path, digits_arrays, method, extra, precision):
+    """What a GPU reader gets: the step compiled with XLA and mixed precision, forced on the CPU."""
+    settings = dict(TINY, epochs=2, jit_compile="on", precision=precision, **extra)
+    metrics = training.run(training.RunConfig.from_profile("smoke", method, **settings), tmp_path / method,
+                           arrays=digits_arrays).metrics
+    loss = metrics["history"]["train" if method == "hybrid" else "pretrain"]["loss"]
+    assert metrics["jit_compile"] is True and metrics["precision"] == precision
+    assert all(np.isfinite(loss))
+    if method == "hybrid":
+        assert loss[-1] < loss[0]
+    # (the queue's loss rises while the queue fills with negatives, so learning is read from kNN)
+    assert metrics["knn_accuracy"] > 0.3  # chance is 0.1
