@@ -52,6 +52,7 @@ __all__ = [
     "brightness",
     "contrast",
     "corrupt",
+    "evaluate_under_corruptions",
     "expected_calibration_error",
     "gaussian_blur",
     "gaussian_noise",
@@ -383,3 +384,56 @@ def expected_calibration_error(probabilities, labels, bins: int = 15) -> float:
         ValueError: as :func:`reliability_diagram_data`.
     """
     return reliability_diagram_data(probabilities, labels, bins)["ece"]
+
+
+# --------------------------------------------------------------------------------------------------
+# A classifier under every corruption
+# --------------------------------------------------------------------------------------------------
+
+def evaluate_under_corruptions(logits_fn, images, labels, corruptions=None, severities=(1, 3, 5),
+                               seed: int = 0, bins: int = 15) -> list[dict]:
+    """Accuracy and calibration of a classifier on clean and corrupted copies of ``images``.
+
+    Args:
+        logits_fn: callable, uint8 images ``(N, H, W, 3)`` -> logits ``(N, C)`` (e.g. a run's
+            ``RunResult.logits``).
+        images: uint8 ``(N, H, W, 3)``; labels: integer ``(N,)``.
+        corruptions: names from :data:`CORRUPTIONS` (default: all six, in that table's order).
+        severities: integers 1..5.
+        seed: passed to :func:`corrupt` (only ``gaussian_noise`` draws).
+        bins: confidence bins of the ECE.
+
+    Returns:
+        One row per evaluation, the clean images first: ``{"corruption": "clean" or a name,
+        "severity": 0 for clean, "accuracy", "ece", "mean_confidence"}``.
+
+    Raises:
+        ValueError: an unknown corruption, a bad severity, images or labels as :func:`corrupt` and
+            :func:`expected_calibration_error` refuse them, or logits of the wrong shape.
+    """
+    names = list(CORRUPTIONS) if corruptions is None else list(corruptions)
+    for name in names:
+        if name not in CORRUPTIONS:
+            raise ValueError(f"unknown corruption {name!r}; choose one of {sorted(CORRUPTIONS)}")
+    severities = list(severities)
+    for severity in severities:
+        _parameter(names[0] if names else "jpeg", severity)  # the severity check
+    images = _check_images(images)
+    labels = np.asarray(labels)
+
+    def row(name, severity, batch):
+        logits = np.asarray(logits_fn(batch))
+        if logits.ndim != 2 or len(logits) != len(batch):
+            raise ValueError(f"logits_fn must return logits (N, C) for N images; got shape {logits.shape} "
+                             f"for {len(batch)} images")
+        probabilities = softmax(logits)
+        data = reliability_diagram_data(probabilities, labels, bins)
+        return {"corruption": name, "severity": severity,
+                "accuracy": float(np.mean(probabilities.argmax(axis=1) == labels)),
+                "ece": data["ece"], "mean_confidence": float(probabilities.max(axis=1).mean())}
+
+    rows = [row("clean", 0, images)]
+    for name in names:
+        for severity in severities:
+            rows.append(row(name, severity, corrupt(images, name, severity, seed=seed)))
+    return rows
