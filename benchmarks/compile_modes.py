@@ -1,5 +1,5 @@
 """Training-step time with XLA on and off, for the backend Keras runs on: the measurement behind
-``training.select_jit``.
+``runtime.select_jit``.
 
 For each recipe (cross-entropy, and SupCon with two views) at the ``cpu`` profile's size (its
 encoder and batch), one model is compiled with ``jit_compile=True`` and one with ``False``; their
@@ -30,7 +30,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import speed  # noqa: E402
-from supcon_lib import data, training  # noqa: E402
+from supcon_lib import data, input_pipeline, recipe_models, run_config, runtime  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -46,14 +46,14 @@ def parse_args(argv=None):
 def bench_method(method, arrays, args):
     """Median seconds per step with XLA on and off, and each mode's first (compiling) step."""
     (x_train, y_train), _ = arrays
-    config = training.RunConfig.from_profile("cpu", method, dataset="digits", train_size=None, test_size=None,
+    config = run_config.RunConfig.from_profile("cpu", method, dataset="digits", train_size=None, test_size=None,
                                              batch_size=args.batch_size, encoder=args.encoder)
     steps_per_epoch = len(x_train) // config.batch_size
-    dataset = training.make_dataset(x_train, y_train, config.batch_size, config.seed, 0, 10_000)
+    dataset = input_pipeline.make_dataset(x_train, y_train, config.batch_size, config.seed, 0, 10_000)
     modes = {}
     for jit in (True, False):
         keras.utils.set_random_seed(config.seed)
-        model, _, _ = training.build_compiled_model(config, x_train, 10, steps_per_epoch, jit)
+        model, _, _ = recipe_models.build_compiled_model(config, x_train, 10, steps_per_epoch, jit)
         started = time.perf_counter()
         model.fit(dataset, steps_per_epoch=1, epochs=1, verbose=0, shuffle=False)
         modes[jit] = {"model": model, "first_step_seconds": time.perf_counter() - started, "rounds": []}
@@ -94,8 +94,8 @@ def main(argv=None):
     args = parse_args(argv)
     arrays = data.load_digits32()
     report = {"date": time.strftime("%Y-%m-%d"), "machine": speed.machine(), "steps": args.steps,
-              "rounds": args.rounds, "select_jit_auto": training.select_jit("auto"),
-              "methods": {method: bench_method(method, arrays, args) for method in training.METHODS}}
+              "rounds": args.rounds, "select_jit_auto": runtime.select_jit("auto"),
+              "methods": {method: bench_method(method, arrays, args) for method in run_config.METHODS}}
     speed.write_report(args.out, f"compile_modes_{keras.backend.backend()}", report, markdown(report))
     return 0
 

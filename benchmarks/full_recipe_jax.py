@@ -35,7 +35,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 from speed import write_report  # noqa: E402
 
-from supcon_lib import data, training  # noqa: E402
+from supcon_lib import checkpoint, data, run_config, training  # noqa: E402
 
 
 def integer_at_least(minimum):
@@ -57,7 +57,7 @@ def parse_args(argv=None):
     positive, non_negative = integer_at_least(1), integer_at_least(0)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", required=True, help="the packed CIFAR-10 file (or any CIFAR-10 copy)")
-    parser.add_argument("--methods", nargs="+", choices=training.METHODS, default=list(training.METHODS))
+    parser.add_argument("--methods", nargs="+", choices=run_config.METHODS, default=list(run_config.METHODS))
     parser.add_argument("--profile", choices=("gpu", "full"), default="full",
                         help="the settings to start from: the one-session gpu profile or the paper-style full one")
     parser.add_argument("--epochs", type=positive, help="override the profile's epochs (phase 1 for supcon)")
@@ -119,12 +119,12 @@ def main(argv=None):
     arrays = None
     for method in args.methods:
         try:
-            config = training.RunConfig.from_profile(
+            config = run_config.RunConfig.from_profile(
                 args.profile, method, data_dir=args.data, epochs=args.epochs, probe_epochs=args.probe_epochs,
                 train_size=args.train_size, test_size=args.test_size, batch_size=args.batch_size,
                 encoder=args.encoder, seed=args.seed, verbose=2)
             run_dir = args.runs_dir / method
-            training.check_run_dir(run_dir, config)
+            checkpoint.check_run_dir(run_dir, config)
             arrays = arrays or training.load_data(config)  # data errors surface before anything is written
         except (ValueError, TypeError, data.DataError) as exc:
             print(f"error: {exc}", file=sys.stderr)

@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from supcon_lib import losses, runtime, training  # noqa: E402
+from supcon_lib import losses, recipe_models, runtime  # noqa: E402
 
 FULL_SIZES = (256, 512, 1024, 2048, 4096)
 QUICK_SIZES = (256, 512)
@@ -143,12 +143,12 @@ def bench_loss(batch_size: int, args, rng: np.random.Generator) -> dict:
 def bench_step(batch_size: int, args, rng: np.random.Generator, encoder: keras.Model) -> dict:
     """One compiled SupCon training step: views (B, V, 32, 32, 3) -> encoder -> linear head -> loss."""
     inputs = keras.Input((args.num_views, *IMAGE_SHAPE))
-    flat = training.MergeViews()(inputs)
+    flat = recipe_models.MergeViews()(inputs)
     embeddings = keras.layers.Dense(args.embedding_dim, name="projection")(encoder(flat))
-    model = keras.Model(inputs, training.SplitViews(args.num_views)(embeddings))
+    model = keras.Model(inputs, recipe_models.SplitViews(args.num_views)(embeddings))
     model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9),
                   loss=losses.SupConLoss(args.temperature, args.formulation),
-                  jit_compile=training.select_jit("auto"))
+                  jit_compile=runtime.select_jit("auto"))
     views = rng.normal(size=(batch_size, args.num_views, *IMAGE_SHAPE)).astype(np.float32)
     labels = rng.integers(0, args.num_classes, size=batch_size)
     return time_function(lambda: model.train_on_batch(views, labels), args.repeats, args.warmup)

@@ -46,7 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import speed  # noqa: E402
-from supcon_lib import budget, training, viz  # noqa: E402
+from supcon_lib import budget, run_config, training, viz  # noqa: E402
 
 RECIPES = {
     "ce": dict(method="ce"),
@@ -83,7 +83,7 @@ def config_for(recipe, args, seed, epochs=1):
     for key, value in settings.items():  # the recipe's own settings, unless the command line sets them
         if overrides.get(key) is None:
             overrides[key] = value
-    return training.RunConfig.from_profile("cpu", method, **overrides)
+    return run_config.RunConfig.from_profile("cpu", method, **overrides)
 
 
 def run_cell(recipe, budget_seconds, seed, images_per_second, arrays, args):

@@ -43,7 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from supcon_lib import evaluation, training  # noqa: E402
+from supcon_lib import evaluation, input_pipeline, recipe_models, run_config, runtime, training  # noqa: E402
 from supcon_lib.budget import WallClockBudget  # noqa: E402
 
 RECIPES = {
@@ -72,11 +72,11 @@ class StepTimer(keras.callbacks.Callback):
 
 
 def _compiled_supcon_model(config, x_train):
-    strategy = training.select_strategy(config.strategy)
+    strategy = runtime.select_strategy(config.strategy)
     steps = max(1, len(x_train) // config.batch_size)
-    with training.strategy_scope(strategy):
-        model, _, _ = training.build_compiled_model(config, x_train, None, steps,
-                                                    training.select_jit(config.jit_compile))
+    with runtime.strategy_scope(strategy):
+        model, _, _ = recipe_models.build_compiled_model(config, x_train, None, steps,
+                                                         runtime.select_jit(config.jit_compile))
     return model
 
 
@@ -91,12 +91,12 @@ def bench_recipes(arrays, steps, warmup):
     (x_train, y_train), _, _ = arrays
     rows = {}
     for name, settings in RECIPES.items():
-        config = training.RunConfig.from_profile("full", "supcon", **settings)
+        config = run_config.RunConfig.from_profile("full", "supcon", **settings)
         model = _compiled_supcon_model(config, x_train)
-        dataset = training.make_dataset(x_train, y_train, config.batch_size, config.seed, 0, 1000)
+        dataset = input_pipeline.make_dataset(x_train, y_train, config.batch_size, config.seed, 0, 1000)
         seconds = time_steps(model, dataset, steps, warmup)
         rows[name] = {"encoder": config.encoder, "batch_size": config.batch_size, "views": config.views,
-                      "jit_compile": training.select_jit(config.jit_compile),
+                      "jit_compile": runtime.select_jit(config.jit_compile),
                       "loss": config.loss, "seconds_per_step": seconds,
                       "images_per_second": config.batch_size / seconds,
                       "seconds_per_50k_epoch": 50_000 / (config.batch_size / seconds)}
@@ -112,7 +112,7 @@ def bench_budget(arrays, throughput, budget_seconds, probe_epochs):
     for name, settings in RECIPES.items():
         # Plan the schedule for what the measured throughput fits into the budget (at least one epoch).
         epochs = max(1, math.ceil(budget_seconds * throughput[name]["images_per_second"] / len(x_train)))
-        config = training.RunConfig.from_profile("full", "supcon", epochs=epochs, probe_epochs=probe_epochs,
+        config = run_config.RunConfig.from_profile("full", "supcon", epochs=epochs, probe_epochs=probe_epochs,
                                                  train_size=len(x_train), verbose=0, **settings)
         budget = WallClockBudget(budget_seconds)
         with tempfile.TemporaryDirectory() as folder:
@@ -128,9 +128,9 @@ def bench_input_pipeline(arrays, encoder, batch_size, steps, warmup, rounds=3):
     """The same SupCon step fed by the real pipeline and by one synthetic in-memory batch, in
     ``rounds`` alternating rounds of ``steps`` timed steps; medians over all timed steps."""
     (x_train, y_train), _, _ = arrays
-    config = training.RunConfig.from_profile("full", "supcon", encoder=encoder, batch_size=batch_size)
+    config = run_config.RunConfig.from_profile("full", "supcon", encoder=encoder, batch_size=batch_size)
     model = _compiled_supcon_model(config, x_train)
-    real = training.make_dataset(x_train, y_train, batch_size, 0, 0, 1000)
+    real = input_pipeline.make_dataset(x_train, y_train, batch_size, 0, 0, 1000)
     synthetic = _repeat_one_batch(x_train[:batch_size], y_train[:batch_size])
     time_steps(model, synthetic, 1, warmup)  # trace once on the synthetic batch
     times = {"real": [], "synthetic": []}
@@ -195,7 +195,7 @@ def bench_loss_cost(sizes, with_step):
 
 
 def machine():
-    kind, capabilities = training.accelerator_info()
+    kind, capabilities = runtime.accelerator_info()
     description = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
                    "cpu_count": os.cpu_count(), "accelerator": kind, "keras": keras.__version__,
                    "backend": keras.backend.backend()}
@@ -260,7 +260,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     steps = args.steps or (3 if args.quick else 20)
     keras.utils.set_random_seed(0)
-    config = training.RunConfig.from_profile("cpu", "supcon", data_dir=args.data_dir, train_size=args.train_size,
+    config = run_config.RunConfig.from_profile("cpu", "supcon", data_dir=args.data_dir, train_size=args.train_size,
                                              test_size=None)
     arrays = training.load_data(config)
     report = {"date": time.strftime("%Y-%m-%d"), "machine": machine(), "quick": args.quick,

@@ -37,7 +37,7 @@ quiet.start()  # Keras and TensorFlow, without TensorFlow's start-up log lines
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from supcon_lib import augment, data, runtime, training, viz  # noqa: E402
+from supcon_lib import augment, data, run_config, runtime, training, viz  # noqa: E402
 
 runtime.start_notebook(seed=0, trains=False)
 
@@ -52,7 +52,7 @@ print(PROFILE, "-", runtime.PROFILE_DESCRIPTIONS[PROFILE])
 # use CIFAR-10 (a local copy if `SUPCON_CIFAR10_DIR` points at one, else Keras' download).
 
 # %%
-config = training.RunConfig.from_profile(PROFILE, "supcon")
+config = run_config.RunConfig.from_profile(PROFILE, "supcon")
 (x_train, y_train), (x_test, y_test), class_names = training.load_data(config)
 print(f"dataset: {config.dataset}")
 print(f"train: {x_train.shape} {x_train.dtype}, test: {x_test.shape}")
@@ -106,7 +106,7 @@ pipelines = {
 }
 for name, pipeline in pipelines.items():
     print(f"{name:9s}", " -> ".join(type(layer).__name__ for layer in pipeline.layers))
-baseline_default = training.RunConfig.from_profile(PROFILE, "ce").augmentation_kind
+baseline_default = run_config.RunConfig.from_profile(PROFILE, "ce").augmentation_kind
 print("cross-entropy runs augment with:", baseline_default)
 assert baseline_default == "baseline"
 assert not any(hasattr(keras.layers, name) for name in ("RandomWidth", "RandomHeight"))

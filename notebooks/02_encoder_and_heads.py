@@ -35,7 +35,7 @@ quiet.start()  # Keras and TensorFlow, without TensorFlow's start-up log lines
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from supcon_lib import losses, models, runtime, training  # noqa: E402
+from supcon_lib import losses, models, run_config, runtime  # noqa: E402
 
 runtime.start_notebook(seed=0, trains=False)
 
@@ -103,7 +103,7 @@ print_sizes("resnet_small (CIFAR stem) on 32x32x3:", resnet_small)
 small_weights, resnet18_weights = (sum(models.count_parameters(m)) for m in (resnet_small, resnet18))
 print(f"weights: resnet_small {small_weights:,d}, ResNet-18 {resnet18_weights:,d} "
       f"({resnet18_weights / small_weights:.0f}x more)")
-encoders = {profile: training.RunConfig.from_profile(profile, "supcon").encoder for profile in training.PROFILES}
+encoders = {profile: run_config.RunConfig.from_profile(profile, "supcon").encoder for profile in run_config.PROFILES}
 print("encoder per profile:", encoders)
 assert models.feature_map_sizes(resnet_small, include_convolutions=False)[0][1] == (32, 32, 16)
 assert last_stage_resolution(resnet_small) == (4, 4) and models.encoder_feature_dim("resnet_small") == 128

@@ -43,7 +43,7 @@ import keras  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from supcon_lib import evaluation, paths, runtime, training, viz  # noqa: E402
+from supcon_lib import evaluation, optim, paths, run_config, runtime, training, viz  # noqa: E402
 
 runtime.start_notebook(seed=0, trains=True, runs_on_drive=KEEP_RUNS_ON_DRIVE)
 
@@ -60,7 +60,7 @@ print(PROFILE, "-", runtime.PROFILE_DESCRIPTIONS[PROFILE])
 # `gpu` and `full` train ResNet-18 itself. We state the budget instead of hiding it:
 
 # %%
-config = training.RunConfig.from_profile(PROFILE, "ce")
+config = run_config.RunConfig.from_profile(PROFILE, "ce")
 (x_train, y_train), (x_test, y_test), class_names = training.load_data(config)
 print(f"data: {config.dataset}, {len(x_train)} training and {len(x_test)} test images")
 print(f"encoder: {config.encoder}, classifier head: {config.classifier_head}, augmentation: {config.augmentation_kind}")
@@ -75,7 +75,7 @@ print(f"budget: {config.epochs} epochs of batch {config.batch_size}, optimizer {
 # **Optimizer.** SGD with momentum 0.9. The learning rate starts at a tenth of its peak and grows
 # linearly to the peak during a warm-up of 10% of the epochs, at most 10 epochs (unless
 # `warmup_epochs` is set; large early steps on a randomly initialised network with batch norm are
-# unstable), then follows a cosine down to zero (`training.learning_rate_schedule`). Weight decay
+# unstable), then follows a cosine down to zero (`optim.learning_rate_schedule`). Weight decay
 # is decoupled and skips biases and batch-norm scales and shifts. The peak rate grows with the
 # batch size (0.1 per 256 images); the smoke profile sets a higher one, because a handful of steps
 # is all it has.
@@ -84,7 +84,7 @@ print(f"budget: {config.epochs} epochs of batch {config.batch_size}, optimizer {
 steps_per_epoch = len(x_train) // config.batch_size
 warmup_epochs = config.warmup_epochs if config.warmup_epochs is not None else min(10, 0.1 * config.epochs)
 warmup_steps = min(steps_per_epoch * config.epochs - 1, int(round(warmup_epochs * steps_per_epoch)))
-schedule = training.learning_rate_schedule(config, steps_per_epoch, config.epochs)
+schedule = optim.learning_rate_schedule(config, steps_per_epoch, config.epochs)
 steps = np.arange(steps_per_epoch * config.epochs)
 rates = np.array([float(schedule(step)) for step in steps])
 print(f"warm-up {warmup_epochs:g} epochs = {warmup_steps} of {len(steps)} steps, from {rates[0]:.3g} "

@@ -41,7 +41,8 @@ quiet.start()  # Keras and TensorFlow, without TensorFlow's start-up log lines
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from supcon_lib import evaluation, losses, models, paths, runtime, training, viz  # noqa: E402
+from supcon_lib import (evaluation, input_pipeline, losses, models, optim, paths, recipe_models,  # noqa: E402
+                        run_config, runtime, training, viz)
 
 runtime.start_notebook(seed=0, trains=True, runs_on_drive=KEEP_RUNS_ON_DRIVE)
 
@@ -65,10 +66,10 @@ print(PROFILE, "-", runtime.PROFILE_DESCRIPTIONS[PROFILE])
 # in `gpu` and `full`, ResNet-18.
 
 # %%
-config = training.RunConfig.from_profile(PROFILE, "supcon")
+config = run_config.RunConfig.from_profile(PROFILE, "supcon")
 arrays = training.load_data(config)
 (x_train, y_train), (x_test, y_test), class_names = arrays
-model, encoder, pipeline = training.build_supcon_model(config, x_train)
+model, encoder, pipeline = recipe_models.build_supcon_model(config, x_train)
 model.summary()
 views = model(x_train[:4], training=True)
 print("projections of 4 images:", tuple(views.shape))
@@ -94,9 +95,9 @@ print(f"phase 2: {config.probe_epochs} epochs of a {config.classifier_head} clas
 # %%
 keras.utils.set_random_seed(0)
 part = slice(0, min(len(x_train), 16 * config.batch_size))  # about 16 steps
-phase1, encoder, pipeline = training.build_supcon_model(config, x_train)
+phase1, encoder, pipeline = recipe_models.build_supcon_model(config, x_train)
 steps = len(x_train[part]) // config.batch_size
-phase1.compile(optimizer=training.make_optimizer(config, steps_per_epoch=steps, epochs=1),
+phase1.compile(optimizer=optim.make_optimizer(config, steps_per_epoch=steps, epochs=1),
                loss=losses.SupConLoss(config.temperature))
 history = phase1.fit(x_train[part], y_train[part], batch_size=config.batch_size, epochs=1, verbose=0)
 print(f"phase 1, one epoch of {steps} steps: loss {history.history['loss'][0]:.3f}")
@@ -114,7 +115,7 @@ print(f"phase 1, one epoch of {steps} steps: loss {history.history['loss'][0]:.3
 # difference of a point or two is within the noise of a few hundred test images):
 
 # %%
-embedder = training.inference_model(pipeline, encoder)
+embedder = recipe_models.inference_model(pipeline, encoder)
 before = evaluation.extract_embeddings(embedder, x_train[part]), evaluation.extract_embeddings(embedder, x_test)
 training.recalibrate_batch_norm(encoder, x_train[part], pipeline, config.batch_size)
 train_features, test_features = (evaluation.extract_embeddings(embedder, x_train[part]),
@@ -156,14 +157,14 @@ print(f"probe test accuracy {metrics['test_accuracy']:.4f}, kNN accuracy {metric
 # for an anchor whose class has n images in the batch; the batch loss is at least the mean of
 # log|P(i)| over its anchors (for ten balanced classes about log(V·B/10 - 1)). The floor depends on
 # the batch's labels, so we compute it for the batches this run trained on: each epoch's order is
-# a function of (seed, epoch) only (`training.epoch_order`), cut into full batches. An epoch's loss
+# a function of (seed, epoch) only (`input_pipeline.epoch_order`), cut into full batches. An epoch's loss
 # is the mean over its batches, so it can never be below the mean of their floors: we check that,
 # and say how far the last epoch got from the start towards the floor.
 
 # %%
 def epoch_floor(epoch):
     """The mean floor of the batches this run trained on in ``epoch`` (losses.start_and_floor)."""
-    batches = training.epoch_batches(len(x_train), min(config.batch_size, len(x_train)), config.seed, epoch)
+    batches = input_pipeline.epoch_batches(len(x_train), min(config.batch_size, len(x_train)), config.seed, epoch)
     # SimCLR (loss="simclr") ignores the labels: every image is its own class.
     return np.mean([losses.start_and_floor(y_train[batch] if config.loss == "supcon" else np.arange(len(batch)),
                                            config.views)[1] for batch in batches])
@@ -200,7 +201,7 @@ if PROFILE == "cpu":
 # all from these runs.
 
 # %%
-ce_config = training.RunConfig.from_profile(PROFILE, "ce")
+ce_config = run_config.RunConfig.from_profile(PROFILE, "ce")
 ce = training.run(ce_config, paths.runs_dir() / f"{PROFILE}_ce", arrays=arrays).metrics
 
 rows = []

@@ -37,7 +37,7 @@ import time  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from supcon_lib import evaluation, paths, runtime, training, viz  # noqa: E402
+from supcon_lib import evaluation, paths, run_config, runtime, training, viz  # noqa: E402
 
 runtime.start_notebook(seed=0, trains=True, runs_on_drive=KEEP_RUNS_ON_DRIVE)
 
@@ -51,11 +51,11 @@ print(PROFILE, "-", runtime.PROFILE_DESCRIPTIONS[PROFILE])
 # or interrupted one it trains what is left. Either way we get both encoders of this profile.
 
 # %%
-arrays = training.load_data(training.RunConfig.from_profile(PROFILE, "ce"))
+arrays = training.load_data(run_config.RunConfig.from_profile(PROFILE, "ce"))
 (x_train, y_train), (x_test, y_test), class_names = arrays
 runs = {}
 for method, label in (("ce", "cross-entropy"), ("supcon", "SupCon")):
-    config = training.RunConfig.from_profile(PROFILE, method)
+    config = run_config.RunConfig.from_profile(PROFILE, method)
     runs[label] = training.run(config, paths.runs_dir() / f"{PROFILE}_{method}", arrays=arrays)
     print(f"{label:14s} test accuracy {runs[label].metrics['test_accuracy']:.4f}")
 

@@ -33,7 +33,7 @@ from supcon_lib import quiet  # noqa: E402
 
 quiet.start()  # Keras and TensorFlow, without TensorFlow's start-up log lines
 
-from supcon_lib import budget, runtime, training, viz  # noqa: E402
+from supcon_lib import budget, run_config, runtime, training, viz  # noqa: E402
 
 runtime.start_notebook(seed=0, trains=True, runs_on_drive=KEEP_RUNS_ON_DRIVE)
 
@@ -204,12 +204,12 @@ assert all(sum(c["knn_accuracy"] - c["test_accuracy"] for c in cells if c["recip
 # %%
 LIVE_BUDGETS = {"smoke": (3.0, 8.0), "cpu": (30.0, 90.0), "gpu": (60.0, 180.0), "full": (60.0, 180.0)}[PROFILE]
 LIVE_RECIPES = {"ce": dict(method="ce"), "hybrid": dict(method="hybrid"), "supcon_2views": dict(method="supcon")}
-first = training.RunConfig.from_profile(PROFILE, "ce", verbose=0)
+first = run_config.RunConfig.from_profile(PROFILE, "ce", verbose=0)
 arrays = training.load_data(first)
 live = []
 for name, settings in LIVE_RECIPES.items():
     settings = dict(settings)
-    config = training.RunConfig.from_profile(PROFILE, settings.pop("method"), verbose=0, **settings)
+    config = run_config.RunConfig.from_profile(PROFILE, settings.pop("method"), verbose=0, **settings)
     speed = budget.measure_throughput(config, arrays)
     for seconds in LIVE_BUDGETS:
         cell = {"recipe": name, **budget.run_at_budget(config, seconds, arrays, images_per_second=speed)}

@@ -3,7 +3,8 @@
     python -m supcon_lib train --method {ce,supcon,hybrid} --dataset {cifar10,digits} --out RUN_DIR
         [--data-dir DIR] [--train-size N] [--test-size N] [--epochs E] [--probe-epochs E]
         [--batch-size B] [--encoder NAME] [--temperature T] [--views V] [--seed S]
-        [--queue-size K] [--supcon-weight W] [--profile smoke|cpu|gpu|full]
+        [--queue-size K] [--supcon-weight W] [--learning-rate LR] [--weight-decay WD]
+        [--profile smoke|cpu|gpu|full]
 
 The profile sets every default (``smoke``: offline digits in seconds; ``cpu``: a real CIFAR-10
 subset in about 5 minutes per method on 2 cores; ``gpu``: all of CIFAR-10 in a Colab session; ``full``: the
@@ -13,7 +14,7 @@ command again after an interruption resumes from the last completed epoch.
 
     python -m supcon_lib pack --data-dir DIR --out FILE.npz [--quality Q] [--force]
 
-packs a CIFAR-10 copy into the compact file of ``supcon_lib.packed`` (about 30 MiB for all
+packs a CIFAR-10 copy (``data.pack_cifar10``) into the compact file of ``supcon_lib.packed`` (about 30 MiB for all
 60,000 images at the default quality 95), which ``--data-dir`` then accepts like the original.
 
 Invalid arguments or data: a message on stderr, exit status 2, nothing written.
@@ -62,7 +63,7 @@ def _jpeg_quality(text):
 
 def build_parser():
     """The ``argparse.ArgumentParser`` of ``python -m supcon_lib`` (commands ``train`` and ``pack``)."""
-    from supcon_lib.training import METHODS, PROFILES
+    from supcon_lib.run_config import METHODS, PROFILES
 
     parser = argparse.ArgumentParser(prog="python -m supcon_lib", description="Supervised contrastive learning runs.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -83,6 +84,10 @@ def build_parser():
                        help="supcon: a momentum encoder and a queue of this many labelled keys (default 0: none)")
     train.add_argument("--supcon-weight", type=_number(float, 0.0, False, "a number >= 0"),
                        help="hybrid: weight of the SupCon term next to cross-entropy (default 1)")
+    train.add_argument("--learning-rate", type=_positive_float,
+                       help="peak learning rate (default: the method's, scaled with the batch size)")
+    train.add_argument("--weight-decay", type=_number(float, 0.0, False, "a number >= 0"),
+                       help="decoupled weight decay (default: the method's; 0: none)")
     train.add_argument("--profile", choices=PROFILES, default="smoke", help="default settings (default: smoke)")
     train.add_argument("--out", required=True, help="run folder: config, checkpoints, metrics.json")
     pack = commands.add_parser("pack", help="write CIFAR-10 as one compact .npz file (JPEG mosaics)")
@@ -95,10 +100,10 @@ def build_parser():
 
 
 def _pack(args):
-    from supcon_lib import data, packed
+    from supcon_lib import data
 
     try:
-        summary = packed.pack_cifar10(args.data_dir, args.out, args.quality, overwrite=args.force)
+        summary = data.pack_cifar10(args.data_dir, args.out, args.quality, overwrite=args.force)
     except (ValueError, OSError, data.DataError) as exc:
         return _fail(str(exc))
     print(json.dumps(summary, indent=2))
@@ -121,26 +126,26 @@ def main(argv=None):
     from supcon_lib import quiet
 
     quiet.start()  # Keras and its backend, without TensorFlow's start-up log lines
-    from supcon_lib import data, training
+    from supcon_lib import checkpoint, data, run_config, training
 
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         return _fail(f"--out {out} exists and is not a folder")
     try:
-        config = training.RunConfig.from_profile(
+        config = run_config.RunConfig.from_profile(
             args.profile, args.method, dataset=args.dataset, data_dir=args.data_dir,
             train_size=args.train_size, test_size=args.test_size, epochs=args.epochs,
             probe_epochs=args.probe_epochs, batch_size=args.batch_size, encoder=args.encoder,
             temperature=args.temperature, views=args.views, seed=args.seed, queue_size=args.queue_size,
-            supcon_weight=args.supcon_weight,
+            supcon_weight=args.supcon_weight, learning_rate=args.learning_rate, weight_decay=args.weight_decay,
         )  # verbose "auto": a progress bar in a terminal, one line per epoch in a log
-        training.check_run_dir(out, config)  # a folder holding a run with other settings
+        checkpoint.check_run_dir(out, config)  # a folder holding a run with other settings
         arrays = training.load_data(config)  # data errors surface before anything is written
     except (ValueError, TypeError, data.DataError) as exc:
         return _fail(str(exc))
     try:
         result = training.run(config, out, arrays=arrays)
-    except (training.RunFolderBusy, training.CheckpointError) as exc:  # another run holds the folder;
+    except (checkpoint.RunFolderBusy, checkpoint.CheckpointError) as exc:  # another run holds the folder;
         return _fail(str(exc))  # a checkpoint that is not this model's (found once the model is built)
     summary = {k: result.metrics[k] for k in ("method", "dataset", "encoder", "train_size", "test_size",
                                               "epochs", "test_accuracy", "knn_accuracy", "train_seconds")}

@@ -206,7 +206,12 @@ class _RandomLayer(keras.layers.Layer):
 
 @_SERIALIZABLE
 class RandomFlipHorizontal(_RandomLayer):
-    """Mirror each image left-right with probability ``probability``."""
+    """Mirror each image left-right with probability ``probability``.
+
+    Ours, not ``keras.layers.RandomFlip("horizontal")``: Keras' layer draws the same flips on every
+    ``tf.distribute`` replica (its seed state is mirrored); this one draws per replica like every
+    layer here, and keeps the variable names of saved checkpoints.
+    """
 
     def __init__(self, probability=0.5, seed=None, **kwargs):
         super().__init__(seed=seed, **kwargs)
@@ -293,7 +298,9 @@ class RandomPadCrop(_RandomLayer):
     """Zero-pad by ``padding`` pixels on each side and take a random crop of the original size.
 
     Implemented as an integer translation by (dx, dy) in [-padding, padding] with zero fill, which
-    is exactly pad-then-crop without materialising the padded image (one gather per pixel).
+    is exactly pad-then-crop without materialising the padded image (one gather per pixel). Keras
+    has no per-image pad-then-crop (``RandomCrop`` does not pad; ``RandomTranslation`` shifts by
+    fractions and interpolates).
     """
 
     def __init__(self, padding=4, seed=None, **kwargs):
@@ -374,6 +381,9 @@ class ColorJitter(_RandomLayer):
     brightness, contrast and saturation factors are drawn from ``[1 - s, 1 + s]``; hue is shifted
     by a fraction of the colour circle drawn from ``[-hue, hue]``. The four operations are applied
     in a fixed order (torchvision shuffles it per call), each followed by clipping to [0, 1].
+    Ours, not ``keras.layers.RandomColorJitter``, whose operations are not torchvision's (additive
+    brightness, contrast about each channel's mean, another saturation scale), applied always
+    (here :class:`RandomApply` gives the paper's probability 0.8) and not per replica.
     """
 
     def __init__(self, brightness=0.4, contrast=0.4, saturation=0.4, hue=0.1, seed=None, **kwargs):
@@ -448,7 +458,11 @@ class RandomApply(_RandomLayer):
 
 @_SERIALIZABLE
 class RandomGrayscale(_RandomLayer):
-    """Turn each image grey with probability ``probability`` (three equal channels)."""
+    """Turn each image grey with probability ``probability`` (three equal channels).
+
+    Ours, not ``keras.layers.RandomGrayscale``: as for :class:`RandomFlipHorizontal`, Keras' layer
+    draws the same images on every ``tf.distribute`` replica; this one draws per replica.
+    """
 
     def __init__(self, probability=0.2, seed=None, **kwargs):
         super().__init__(seed=seed, **kwargs)
@@ -529,7 +543,12 @@ def channel_stats(images):
 class Normalize(keras.layers.Layer):
     """Per-channel ``(x - mean) / std`` with fixed constants (the same in training and inference):
     ``(..., C)`` in, float32 ``(..., C)`` out. Raises ``ValueError`` unless ``mean`` and ``std``
-    have one value per channel and every ``std`` is > 0."""
+    have one value per channel and every ``std`` is > 0.
+
+    ``keras.layers.Normalization(mean=..., variance=...)`` computes the same, but saved pipelines
+    (the ``embedder.keras`` of finished runs) name this layer, so it stays to load them, and
+    :func:`to_display` tells its [0, 1] units from the original pipeline's 0..255 ``Normalization``.
+    """
 
     def __init__(self, mean, std, **kwargs):
         super().__init__(**kwargs)

@@ -22,7 +22,7 @@ import time
 import keras
 import numpy as np
 
-from supcon_lib import training
+from supcon_lib import input_pipeline, recipe_models, run_config, runtime, training
 
 __all__ = ["WallClockBudget", "difference", "measure_throughput", "plan_epochs", "run_at_budget", "standard_error",
            "study_results"]
@@ -61,8 +61,8 @@ def measure_throughput(config, arrays, steps=10, warmup=2):
     (x_train, y_train), _, class_names = arrays
     keras.utils.set_random_seed(config.seed)
     batch = min(config.batch_size, len(x_train))
-    model, _, _ = training.build_compiled_model(config, x_train, len(class_names), max(1, len(x_train) // batch),
-                                                training.select_jit(config.jit_compile))
+    model, _, _ = recipe_models.build_compiled_model(config, x_train, len(class_names), max(1, len(x_train) // batch),
+                                                     runtime.select_jit(config.jit_compile))
     inputs = (x_train, y_train) if config.queue_size else x_train
     times = []
 
@@ -74,7 +74,7 @@ def measure_throughput(config, arrays, steps=10, warmup=2):
             times.append(time.perf_counter() - self.started)
 
     epochs = -(-(warmup + steps) // max(1, len(x_train) // batch))
-    model.fit(training.make_dataset(inputs, y_train, batch, config.seed, 0, epochs), epochs=1,
+    model.fit(input_pipeline.make_dataset(inputs, y_train, batch, config.seed, 0, epochs), epochs=1,
               steps_per_epoch=warmup + steps, verbose=0, callbacks=[Timer()], shuffle=False)
     keras.backend.clear_session()
     return batch / float(np.median(times[warmup:]))
@@ -105,7 +105,7 @@ def run_at_budget(config, budget_seconds, arrays, images_per_second=None, run_di
     if images_per_second is None:
         images_per_second = measure_throughput(config, arrays)
     epochs = plan_epochs(budget_seconds, images_per_second, len(x_train))
-    config = training.RunConfig(**{**config.to_dict(), "epochs": epochs}).validate()
+    config = run_config.RunConfig(**{**config.to_dict(), "epochs": epochs}).validate()
     stop = WallClockBudget(budget_seconds)
     with tempfile.TemporaryDirectory() as folder:
         metrics = training.run(config, run_dir or folder, arrays=arrays, callbacks=[stop]).metrics

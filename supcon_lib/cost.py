@@ -105,7 +105,7 @@ def encoder_macs(encoder_name, input_shape=(32, 32, 3)):
 
 
 def estimate_run_seconds(config, flops_per_second=T4_EFFECTIVE_FLOPS, macs=None):
-    """Estimated seconds of one run of ``config`` (a ``training.RunConfig``) on a GPU that
+    """Estimated seconds of one run of ``config`` (a ``run_config.RunConfig``) on a GPU that
     sustains ``flops_per_second`` (default: a T4).
 
     Counted: every training step (epochs x training images x views, three forward passes each;

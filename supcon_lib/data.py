@@ -9,12 +9,12 @@ Every loader returns ``(x_train, y_train), (x_test, y_test)`` with images as uin
   only the handful of numpy constructors the format needs: a crafted file cannot run code.
   Archive members are read in memory, never extracted to disk.
   :mod:`supcon_lib.packed` writes and reads a compact (~30 MiB, JPEG q95) file of CIFAR-10 that
-  ``load_cifar10`` accepts as well.
+  ``load_cifar10`` accepts as well; :func:`pack_cifar10` packs a local copy into one.
 * :func:`load_digits32` is the offline default: scikit-learn's 8x8 handwritten digits (1,797 real
   images that ship inside scikit-learn), upsampled to 32x32x3 with a fixed stratified split.
 * :func:`stratified_subset` draws seeded, class-balanced subsets.
 
-This module knows nothing of models; ``tf.data`` input pipelines live in ``supcon_lib.training``.
+This module knows nothing of models; input pipelines live in ``supcon_lib.input_pipeline``.
 """
 
 from __future__ import annotations
@@ -28,6 +28,9 @@ import zlib
 from pathlib import Path
 
 import numpy as np
+
+from supcon_lib import packed
+from supcon_lib.errors import DataError
 
 CIFAR10_CLASS_NAMES = (
     "airplane", "automobile", "bird", "cat", "deer",
@@ -57,12 +60,9 @@ __all__ = [
     "load_cifar10",
     "load_dataset",
     "load_digits32",
+    "pack_cifar10",
     "stratified_subset",
 ]
-
-
-class DataError(ValueError):
-    """A dataset could not be found or read; the message names the file and the problem."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -244,8 +244,6 @@ def _class_names_from(location: Path):
     """The names in batches.meta when the copy has one, else the standard CIFAR-10 names."""
     meta = None
     if location.name.endswith(_PACKED_SUFFIX):
-        from supcon_lib import packed
-
         meta = packed.class_names(location)
     elif location.is_dir():
         path = location / "batches.meta"
@@ -309,8 +307,6 @@ def load_cifar10(data_dir=None):
     if location is not None:
         resolved = _resolve_local_copy(Path(location).expanduser())
         if resolved.name.endswith(_PACKED_SUFFIX):
-            from supcon_lib import packed
-
             return packed.read(resolved)[0]
         return _read_archive(resolved) if resolved.is_file() else _read_folder(resolved)
     try:
@@ -324,6 +320,18 @@ def load_cifar10(data_dir=None):
         ) from None
 
 
+def pack_cifar10(data_dir, path, quality=packed.DEFAULT_QUALITY, overwrite=False):
+    """Pack a local CIFAR-10 copy (folder or archive; see :func:`load_cifar10`) into the compact
+    file of :mod:`supcon_lib.packed` at ``path``; returns :func:`supcon_lib.packed.pack`'s summary.
+    Raises ``ValueError`` without ``data_dir`` or for a quality outside 1..100 (before the copy is
+    read), :class:`DataError` for an unreadable copy, and what ``packed.pack`` raises."""
+    if data_dir is None:
+        raise ValueError("pack_cifar10 needs data_dir: the CIFAR-10 copy to pack")
+    packed.check_quality(quality)  # before reading the copy
+    train, test = load_cifar10(data_dir)
+    return packed.pack(path, train, test, cifar10_class_names(data_dir), quality, overwrite)
+
+
 def cifar10_class_names(data_dir=None):
     """Class names of a local copy (from its batches.meta) or the standard ones."""
     location = data_dir if data_dir is not None else os.environ.get(CIFAR10_ENV_VAR) or None
@@ -335,25 +343,6 @@ def cifar10_class_names(data_dir=None):
 # --------------------------------------------------------------------------------------------
 # The offline default: scikit-learn's digits at 32x32x3
 # --------------------------------------------------------------------------------------------
-def _upsample_linear(images: np.ndarray, size: int) -> np.ndarray:
-    """Bilinear (half-pixel centred) upsampling of (N, h, w) float images to (N, size, size)."""
-    height, width = images.shape[1:]
-
-    def weights(n_in):
-        pos = (np.arange(size) + 0.5) * n_in / size - 0.5
-        pos = np.clip(pos, 0, n_in - 1)
-        low = np.floor(pos).astype(int)
-        high = np.minimum(low + 1, n_in - 1)
-        frac = pos - low
-        matrix = np.zeros((size, n_in))
-        matrix[np.arange(size), low] += 1 - frac
-        matrix[np.arange(size), high] += frac
-        return matrix
-
-    rows, cols = weights(height), weights(width)
-    return np.einsum("ih,nhw,jw->nij", rows, images, cols)
-
-
 def load_digits32(test_fraction=0.2, seed=0):
     """scikit-learn's 1,797 handwritten digits as 32x32x3 uint8 images, split 80/20 by class.
 
@@ -361,11 +350,13 @@ def load_digits32(test_fraction=0.2, seed=0):
     copied into three channels so the same models and augmentations apply as for CIFAR-10. The
     split is stratified and fixed by ``seed``.
     """
+    import keras  # here: the CIFAR-10 readers need no Keras
     from sklearn.datasets import load_digits
 
     digits = load_digits()
-    grey = _upsample_linear(digits.images.astype(np.float64) * (255.0 / 16.0), 32)
-    images = np.repeat(np.clip(np.rint(grey), 0, 255).astype(np.uint8)[..., None], 3, axis=-1)
+    grey = digits.images.astype(np.float32)[..., None] * (255.0 / 16.0)  # (N, 8, 8, 1)
+    grey = keras.ops.convert_to_numpy(keras.ops.image.resize(grey, (32, 32), interpolation="bilinear", antialias=False))
+    images = np.repeat(np.clip(np.rint(grey), 0, 255).astype(np.uint8), 3, axis=-1)
     labels = digits.target.astype(np.int64)
     test_size = int(round(len(labels) * test_fraction))
     test_idx = stratified_subset(labels, test_size, seed=seed)

@@ -12,9 +12,11 @@ A contrastive encoder is judged by how well its embeddings separate the classes.
 * **Pictures**: :func:`tsne_2d` squeezes embeddings to 2-D for a scatter plot;
   :func:`confusion_matrix` and :func:`class_cosine_similarity` give (C, C) heatmaps.
 
-Everything returns numpy arrays; only :func:`extract_embeddings` touches a Keras model. Inputs are
-checked: wrong shapes, empty or non-finite embeddings, non-integer or negative labels, lengths
-that disagree and out-of-range settings raise ``ValueError`` naming the argument.
+Everything returns numpy arrays; only :func:`extract_embeddings` (and :func:`flip_averaged`, the
+mean over each image and its mirror image, through it) runs a Keras model. Inputs are checked:
+wrong shapes, empty or non-finite embeddings, non-integer or negative labels, lengths that
+disagree and out-of-range settings raise ``ValueError`` naming the argument; the counting itself
+of :func:`accuracy` and :func:`confusion_matrix` is scikit-learn's (``sklearn.metrics``).
 
 *Voting rule of the kNN classifier.* By default (``weighted=False``) each of the ``k`` nearest
 training embeddings casts one vote for its label and the label with most votes wins; a tie between
@@ -38,12 +40,15 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 
+from supcon_lib.checks import check_positive_int
+
 __all__ = [
     "TSNE_METHODS",
     "accuracy",
     "class_cosine_similarity",
     "confusion_matrix",
     "extract_embeddings",
+    "flip_averaged",
     "knn_accuracy",
     "knn_predict",
     "l2_normalize",
@@ -67,12 +72,6 @@ _OPENTSNE_FFT_MIN_POINTS = 10_000
 # --------------------------------------------------------------------------------------------------
 # Argument checks
 # --------------------------------------------------------------------------------------------------
-
-def _check_positive_int(value, argument: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value <= 0:
-        raise ValueError(f"{argument} must be a positive integer, got {value!r}")
-    return int(value)
-
 
 def _as_embeddings(embeddings, argument: str) -> np.ndarray:
     array = np.asarray(embeddings)
@@ -151,7 +150,7 @@ def extract_embeddings(
         ValueError: ``batch_size`` not a positive integer, no images, a model that is not
             callable, or outputs that are not ``(batch, dim)``.
     """
-    batch_size = _check_positive_int(batch_size, "batch_size")
+    batch_size = check_positive_int(batch_size, "batch_size")
     if preprocess is not None and not callable(preprocess):
         raise ValueError(f"preprocess must be callable or None, got {type(preprocess).__name__}")
     if not callable(model) and not hasattr(model, "predict"):
@@ -208,7 +207,9 @@ def accuracy(labels, predictions_or_logits) -> float:
     _check_same_length(labels, predictions, "labels", "predictions_or_logits")
     if labels.size == 0:
         raise ValueError("labels is empty")
-    return float(np.mean(labels == predictions))
+    from sklearn.metrics import accuracy_score  # imported here: this module starts without scikit-learn
+
+    return float(accuracy_score(labels, predictions))
 
 
 def test_accuracy(model, images, labels, batch_size: int = 256, preprocess: Callable | None = None) -> float:
@@ -222,6 +223,14 @@ def test_accuracy(model, images, labels, batch_size: int = 256, preprocess: Call
 
 
 test_accuracy.__test__ = False  # not a pytest test, despite the name
+
+
+def flip_averaged(model, images, batch_size=256):
+    """The mean of ``model``'s outputs for ``images`` and for their mirror images (left-right),
+    a cheap test-time augmentation: (N, H, W, C) images -> (N, ...) float32 outputs."""
+    images = np.asarray(images)
+    return 0.5 * (extract_embeddings(model, images, batch_size)
+                  + extract_embeddings(model, images[:, :, ::-1], batch_size))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -253,7 +262,7 @@ def _check_bank_and_queries(query_embeddings, bank_embeddings, k, query_name, ba
         raise ValueError(
             f"{query_name} and {bank_name} have different dimensions: {queries.shape[1]} vs {bank.shape[1]}"
         )
-    k = _check_positive_int(k, "k")
+    k = check_positive_int(k, "k")
     if k > bank.shape[0]:
         raise ValueError(f"k={k} is larger than the number of {bank_name} ({bank.shape[0]})")
     return queries, bank, k
@@ -275,7 +284,7 @@ def nearest_neighbours(
     queries, bank, k = _check_bank_and_queries(
         query_embeddings, bank_embeddings, k, "query_embeddings", "bank_embeddings"
     )
-    batch_size = _check_positive_int(batch_size, "batch_size")
+    batch_size = check_positive_int(batch_size, "batch_size")
     indices = np.empty((len(queries), k), dtype=np.int64)
     similarities = np.empty((len(queries), k), dtype=np.float32)
     for start, batch_indices, batch_similarities in _top_k_neighbours(queries, bank, k, batch_size):
@@ -306,7 +315,7 @@ def knn_predict(
     )
     train_labels = _as_labels(train_labels, "train_labels")
     _check_same_length(train, train_labels, "train_embeddings", "train_labels")
-    batch_size = _check_positive_int(batch_size, "batch_size")
+    batch_size = check_positive_int(batch_size, "batch_size")
     num_classes = int(train_labels.max()) + 1
 
     predictions = np.empty(len(test), dtype=np.int64)
@@ -409,11 +418,11 @@ def tsne_2d(
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
     if isinstance(perplexity, bool) or not isinstance(perplexity, numbers.Real) or perplexity <= 0:
         raise ValueError(f"perplexity must be a positive number, got {perplexity!r}")
-    n_jobs = _check_positive_int(n_jobs, "n_jobs")
+    n_jobs = check_positive_int(n_jobs, "n_jobs")
     if pca_dim is not None:
-        pca_dim = _check_positive_int(pca_dim, "pca_dim")
+        pca_dim = check_positive_int(pca_dim, "pca_dim")
     if n_iter is not None:
-        n_iter = _check_positive_int(n_iter, "n_iter")
+        n_iter = check_positive_int(n_iter, "n_iter")
         if n_iter <= _EARLY_EXAGGERATION_ITERATIONS:
             raise ValueError(
                 f"n_iter must exceed the {_EARLY_EXAGGERATION_ITERATIONS} early-exaggeration iterations, got {n_iter}"
@@ -491,14 +500,17 @@ def confusion_matrix(labels, predictions, num_classes: int) -> np.ndarray:
     is used). Raises ``ValueError`` for a label or prediction outside ``0 .. C - 1`` or lengths
     that disagree.
     """
-    num_classes = _check_positive_int(num_classes, "num_classes")
+    num_classes = check_positive_int(num_classes, "num_classes")
     labels = _as_labels(labels, "labels", num_classes)
     predictions = _as_predictions(predictions, "predictions")
     _check_same_length(labels, predictions, "labels", "predictions")
     if predictions.size and predictions.max() >= num_classes:
         raise ValueError(f"predictions contains label {predictions.max()}, but num_classes is {num_classes}")
-    counts = np.bincount(labels * num_classes + predictions, minlength=num_classes * num_classes)
-    return counts.reshape(num_classes, num_classes).astype(np.int64)
+    if labels.size == 0:  # scikit-learn refuses empty inputs; no samples count nothing
+        return np.zeros((num_classes, num_classes), np.int64)
+    from sklearn.metrics import confusion_matrix as counts  # imported here, as in accuracy
+
+    return counts(labels, predictions, labels=np.arange(num_classes)).astype(np.int64)
 
 
 def class_cosine_similarity(embeddings, labels, num_classes: int) -> np.ndarray:
@@ -512,7 +524,7 @@ def class_cosine_similarity(embeddings, labels, num_classes: int) -> np.ndarray:
 
     ``embeddings`` ``(N, D)``, ``labels`` int ``(N,)`` in ``0 .. C - 1``; returns float32 ``(C, C)``.
     """
-    num_classes = _check_positive_int(num_classes, "num_classes")
+    num_classes = check_positive_int(num_classes, "num_classes")
     normalized = l2_normalize(_as_embeddings(embeddings, "embeddings")).astype(np.float64)
     labels = _as_labels(labels, "labels", num_classes)
     _check_same_length(normalized, labels, "embeddings", "labels")

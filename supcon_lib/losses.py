@@ -1,5 +1,11 @@
 r"""The supervised contrastive (SupCon) loss family, in backend-agnostic ``keras.ops``.
 
+Reading order: the SupCon formula comes first (:func:`_supcon_terms`, the per-anchor ``L_out`` /
+``L_in`` from unit vectors, and the three small helpers it uses), then the losses built on it
+(:func:`supcon_loss`, SimCLR, the queue, npairs, cross-entropy and the hybrid), the Keras ``Loss``
+classes, the multi-device glue, and last the argument checks, which every public function runs
+before any arithmetic.
+
 Notation (Khosla et al., "Supervised Contrastive Learning", NeurIPS 2020)
 -----------------------------------------------------------------------
 A batch holds ``B`` images, each seen in ``V`` augmented views, embedded in ``D`` dimensions:
@@ -78,215 +84,15 @@ __all__ = [
 #: The two placements of the mean over positives (outside / inside the log).
 FORMULATIONS = ("out", "in")
 
-#: Temperatures below this make float32 logits of magnitude > 1e4, where the loss has lost
-#: the precision it needs; they are refused.
-_MIN_TEMPERATURE = 1e-4
 #: Squared norms are clipped below by this before the inverse square root (zero vectors stay 0).
 _NORM_EPSILON = 1e-12
 #: Fill value for masked logits when taking a row maximum (below any real logit).
 _MASKED_LOGIT = -3.0e38
-_FLOAT_DTYPES = ("float16", "bfloat16", "float32", "float64")
 
 
 # --------------------------------------------------------------------------------------------
-# Argument checks
+# The SupCon formula, from unit vectors
 # --------------------------------------------------------------------------------------------
-
-
-def _check_temperature(temperature: Any) -> float:
-    """Returns ``temperature`` as a Python float, or raises if it is not a usable temperature."""
-    if isinstance(temperature, (bool, str, bytes)):
-        raise TypeError(
-            f"temperature must be a real number, got {type(temperature).__name__}: "
-            f"{temperature!r}"
-        )
-    try:
-        value = float(temperature)
-    except (TypeError, ValueError):
-        raise TypeError(
-            "temperature must be a real number (a Python/NumPy scalar or a concrete scalar "
-            f"tensor), got {type(temperature).__name__}: {temperature!r}"
-        ) from None
-    if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
-    if value < _MIN_TEMPERATURE:
-        raise ValueError(
-            f"temperature must be >= {_MIN_TEMPERATURE:g} (smaller ones give float32 logits too "
-            f"large for a precise loss), got {temperature!r}"
-        )
-    return value
-
-
-def _check_formulation(formulation: Any) -> str:
-    if not isinstance(formulation, str):
-        raise TypeError(
-            f"formulation must be one of {FORMULATIONS}, got {type(formulation).__name__}: "
-            f"{formulation!r}"
-        )
-    if formulation not in FORMULATIONS:
-        raise ValueError(
-            f"unknown formulation {formulation!r}: expected 'out' (L_out, the mean over "
-            "positives outside the log) or 'in' (L_in, inside the log)"
-        )
-    return formulation
-
-
-def _static_rank(tensor) -> int | None:
-    """The rank of ``tensor`` if known statically, else None (TF graphs of unknown rank)."""
-    try:
-        return len(tensor.shape)
-    except (TypeError, ValueError):
-        return None
-
-
-def _check_features(features: Any, allow_views: bool, function_name: str):
-    """Converts ``features`` to a float32 tensor of shape (B, V, D) (V = 1 for rank 2 input)."""
-    features = ops.convert_to_tensor(features)
-    dtype = keras.backend.standardize_dtype(features.dtype)
-    if dtype not in _FLOAT_DTYPES:
-        raise TypeError(
-            f"{function_name}: features must be a floating-point tensor, got dtype {dtype}"
-        )
-    rank = _static_rank(features)
-    expected = "(B, D) or (B, V, D)" if allow_views else "(B, D)"
-    if rank == 2:
-        features = ops.expand_dims(features, axis=1)
-    elif rank == 3 and (allow_views or features.shape[1] == 1):
-        pass
-    elif rank is None:
-        raise ValueError(
-            f"{function_name}: features must have shape {expected}, got a tensor of unknown rank"
-        )
-    else:
-        raise ValueError(
-            f"{function_name}: features must have shape {expected}, got rank {rank} with shape "
-            f"{tuple(features.shape)}"
-        )
-    if features.shape[-1] == 0:
-        raise ValueError(f"{function_name}: features have an empty embedding dimension D = 0")
-    features = ops.cast(features, "float32")
-    # NaN or infinite features: refused when their values are known (eager calls). While the loss
-    # is being traced (tf.function, jax.jit, Keras' compiled fit) there are no values to look at:
-    # there the loss (and its gradient) of such a batch is NaN, as Keras reports it.
-    try:
-        values = ops.convert_to_numpy(features)
-    except (TypeError, NotImplementedError):  # a symbolic tensor (TensorFlow) or a tracer (JAX)
-        values = None
-    if values is not None and not np.all(np.isfinite(values)):
-        first = tuple(int(i) for i in np.argwhere(~np.isfinite(values))[0])
-        shown = (first[0], first[2]) if rank == 2 else first  # the index in the caller's (B, D) array
-        raise ValueError(f"{function_name}: features contain NaN or infinite values (the first: "
-                         f"{values[first]} at index {shown})")
-    return features
-
-
-def _check_labels(labels: Any, features, function_name: str):
-    """Converts ``labels`` to an integer tensor of shape (B,), checking it against ``features``."""
-    labels = ops.convert_to_tensor(labels)
-    dtype = keras.backend.standardize_dtype(labels.dtype)
-    if "int" not in dtype:
-        raise TypeError(
-            f"{function_name}: labels must be integers (class ids), got dtype {dtype}; "
-            "cast them explicitly if they are integral floats"
-        )
-    rank = _static_rank(labels)
-    if rank is None:
-        # Rank unknown while tracing (e.g. a tf.function retraced with relaxed shapes): the
-        # shape cannot be checked statically, so flatten (B,) or (B, 1) to (B,).
-        labels = ops.reshape(labels, (-1,))
-    elif rank == 2 and labels.shape[1] == 1:
-        labels = ops.reshape(labels, (-1,))
-    elif rank != 1:
-        raise ValueError(
-            f"{function_name}: labels must have shape (B,) or (B, 1), got shape "
-            f"{tuple(labels.shape)}"
-        )
-    labels_batch, features_batch = labels.shape[0], features.shape[0]
-    if labels_batch is not None and features_batch is not None and labels_batch != features_batch:
-        raise ValueError(
-            f"{function_name}: labels and features have different batch sizes "
-            f"({labels_batch} labels for {features_batch} feature rows)"
-        )
-    return labels
-
-
-def _l2_normalize(features):
-    """Unit vectors along the last axis (a zero vector stays zero; no NaN in the gradient)."""
-    squared_norm = ops.sum(ops.square(features), axis=-1, keepdims=True)
-    return features * ops.rsqrt(ops.maximum(squared_norm, _NORM_EPSILON))
-
-
-# --------------------------------------------------------------------------------------------
-# Cross-replica glue: the only TensorFlow-specific code.
-# --------------------------------------------------------------------------------------------
-
-
-def _multi_replica_context():
-    """The TF replica context when running in one of several replicas, else None."""
-    if keras.backend.backend() != "tensorflow":
-        return None
-    import tensorflow as tf
-
-    context = tf.distribute.get_replica_context()
-    if context is None or context.num_replicas_in_sync <= 1:
-        return None  # Cross-replica context, or the default single-replica strategy.
-    return context
-
-
-def _gather_across_replicas(normalized, labels):
-    """All-gathers this replica's (B_local, V, D) embeddings and its labels along the batch.
-
-    Returns ``(global_embeddings, global_labels, first_local_image)``, where
-    ``first_local_image`` is the index in the global batch of this replica's first image
-    (replicas may hold different batch sizes). Outside a multi-replica context (or on another
-    backend) it returns the inputs unchanged and 0. ``labels`` may be None.
-    """
-    context = _multi_replica_context()
-    if context is None:
-        return normalized, labels, 0
-    import tensorflow as tf
-
-    # Differentiable: the gradient of all_gather all-reduces the upstream gradient and hands
-    # each replica the slice of its own embeddings.
-    global_embeddings = context.all_gather(normalized, axis=0)
-    global_labels = None if labels is None else context.all_gather(labels, axis=0)
-    local_size = tf.reshape(tf.shape(normalized)[0], [1])
-    sizes = context.all_gather(local_size, axis=0)  # (num_replicas,)
-    earlier = tf.range(context.num_replicas_in_sync) < context.replica_id_in_sync_group
-    first_local_image = tf.reduce_sum(tf.where(earlier, sizes, tf.zeros_like(sizes)))
-    return global_embeddings, global_labels, first_local_image
-
-
-def _sum_across_replicas(value):
-    """Sum of a (non-differentiable) float32 scalar over the replicas; identity otherwise."""
-    context = _multi_replica_context()
-    if context is None:
-        return value
-    import tensorflow as tf
-
-    return context.all_reduce(tf.distribute.ReduceOp.SUM, tf.stop_gradient(value))
-
-
-# --------------------------------------------------------------------------------------------
-# The loss terms, from already-normalised embeddings.
-# --------------------------------------------------------------------------------------------
-
-
-def _masked_logsumexp(logits, mask):
-    """Row-wise log-sum-exp of ``logits`` over the entries where ``mask`` is True.
-
-    The row maximum (over the masked-in entries only) is subtracted before ``exp``. Rows with no
-    masked-in entry give 0 (they are discarded by the callers).
-    """
-    has_entry = ops.any(mask, axis=1)
-    row_max = ops.max(ops.where(mask, logits, _MASKED_LOGIT), axis=1, keepdims=True)
-    row_max = ops.stop_gradient(ops.where(ops.expand_dims(has_entry, 1), row_max, 0.0))
-    shifted = ops.where(mask, logits - row_max, 0.0)  # <= 0 where it matters: exp <= 1.
-    exp_sum = ops.sum(ops.where(mask, ops.exp(shifted), 0.0), axis=1)
-    # A row with an entry holds exp(0) = 1 at its maximum, so exp_sum >= 1 there.
-    safe_sum = ops.where(has_entry, exp_sum, 1.0)
-    return ops.log(safe_sum) + ops.squeeze(row_max, axis=1)
-
 
 def _supcon_terms(anchors, contrast, anchor_classes, contrast_classes, anchor_positions,
                   temperature, formulation, contrast_valid=None):
@@ -336,6 +142,22 @@ def _supcon_terms(anchors, contrast, anchor_classes, contrast_classes, anchor_po
     return ops.where(has_positive, terms, 0.0), has_positive
 
 
+def _masked_logsumexp(logits, mask):
+    """Row-wise log-sum-exp of ``logits`` over the entries where ``mask`` is True.
+
+    The row maximum (over the masked-in entries only) is subtracted before ``exp``. Rows with no
+    masked-in entry give 0 (they are discarded by the callers).
+    """
+    has_entry = ops.any(mask, axis=1)
+    row_max = ops.max(ops.where(mask, logits, _MASKED_LOGIT), axis=1, keepdims=True)
+    row_max = ops.stop_gradient(ops.where(ops.expand_dims(has_entry, 1), row_max, 0.0))
+    shifted = ops.where(mask, logits - row_max, 0.0)  # <= 0 where it matters: exp <= 1.
+    exp_sum = ops.sum(ops.where(mask, ops.exp(shifted), 0.0), axis=1)
+    # A row with an entry holds exp(0) = 1 at its maximum, so exp_sum >= 1 there.
+    safe_sum = ops.where(has_entry, exp_sum, 1.0)
+    return ops.log(safe_sum) + ops.squeeze(row_max, axis=1)
+
+
 def _mean_over_anchors_with_positives(terms, has_positive):
     """Local sum of the terms / global count of anchors with a positive (0 if there are none)."""
     local_count = ops.sum(ops.cast(has_positive, "float32"))
@@ -343,10 +165,15 @@ def _mean_over_anchors_with_positives(terms, has_positive):
     return ops.sum(terms) / ops.maximum(global_count, 1.0)
 
 
-# --------------------------------------------------------------------------------------------
-# Public API
-# --------------------------------------------------------------------------------------------
+def _l2_normalize(features):
+    """Unit vectors along the last axis (a zero vector stays zero; no NaN in the gradient)."""
+    squared_norm = ops.sum(ops.square(features), axis=-1, keepdims=True)
+    return features * ops.rsqrt(ops.maximum(squared_norm, _NORM_EPSILON))
 
+
+# --------------------------------------------------------------------------------------------
+# The losses
+# --------------------------------------------------------------------------------------------
 
 def supcon_loss(labels, features, temperature: float = 0.1, formulation: str = "out"):
     """Supervised contrastive loss (SupCon, Khosla et al. 2020); SimCLR when ``labels`` is None.
@@ -495,77 +322,6 @@ def supcon_queue_loss(labels, queries, keys, queue, queue_labels, temperature: f
     return _mean_over_anchors_with_positives(terms, has_positive)
 
 
-def hybrid_loss(labels, logits, features, supcon_weight: float = 1.0, temperature: float = 0.1,
-                label_smoothing: float = 0.0):
-    """Cross-entropy on a classifier head plus ``supcon_weight`` times SupCon on a projection
-    head, from the same views: one stage, no probe (the "hybrid" recipe).
-
-    ``logits``: float (B, V, C) or (B, C), the classifier head's output for each view;
-    ``features``: float (B, V, D) or (B, D), the projection head's. The value is
-    ``mean over images and views of -log softmax(logits)[label] + supcon_weight *
-    supcon_loss(labels, features, temperature)`` (``L_out``), a float32 scalar; with
-    ``label_smoothing`` the cross-entropy's target puts ``1 - label_smoothing`` on the label and
-    spreads ``label_smoothing`` evenly over all classes.
-    """
-    supcon_weight = _check_supcon_weight(supcon_weight)
-    return (cross_entropy_over_views(labels, logits, label_smoothing)
-            + supcon_weight * supcon_loss(labels, features, temperature))
-
-
-def _check_supcon_weight(supcon_weight):
-    if isinstance(supcon_weight, bool) or not isinstance(supcon_weight, (int, float)) \
-            or not math.isfinite(supcon_weight) or supcon_weight < 0:
-        raise ValueError(f"supcon_weight must be a finite number >= 0, got {supcon_weight!r}")
-    return float(supcon_weight)
-
-
-def _check_label_smoothing(label_smoothing):
-    if isinstance(label_smoothing, bool) or not isinstance(label_smoothing, (int, float)) \
-            or not 0 <= label_smoothing < 1:
-        raise ValueError(f"label_smoothing must be a number in [0, 1), got {label_smoothing!r}")
-    return float(label_smoothing)
-
-
-def _smoothed_targets(labels, num_classes, label_smoothing):
-    targets = ops.one_hot(labels, num_classes, dtype="float32")
-    return targets * (1.0 - label_smoothing) + label_smoothing / num_classes
-
-
-def cross_entropy_over_views(labels, logits, label_smoothing: float = 0.0):
-    """Softmax cross-entropy averaged over images and views: ``logits`` (B, V, C) or (B, C),
-    ``labels`` int (B,) or (B, 1); a float32 scalar. ``label_smoothing`` as in :func:`hybrid_loss`."""
-    label_smoothing = _check_label_smoothing(label_smoothing)
-    logits = _check_features(logits, allow_views=True, function_name="cross_entropy_over_views")
-    labels = ops.cast(_check_labels(labels, logits, function_name="cross_entropy_over_views"), "int32")
-    log_probabilities = ops.log_softmax(logits, axis=-1)  # (B, V, C)
-    targets = _smoothed_targets(labels, logits.shape[-1], label_smoothing)[:, None, :]
-    return -ops.mean(ops.sum(targets * log_probabilities, axis=-1))
-
-
-@keras.saving.register_keras_serializable(package="supcon_lib")
-class SparseCrossEntropy(keras.losses.Loss):
-    """Softmax cross-entropy from logits and integer labels, with optional label smoothing
-    (``keras.losses.SparseCategoricalCrossentropy`` has none). A per-sample loss, reduced by
-    Keras as usual (so ``tf.distribute`` scales it as it scales Keras' own losses).
-
-    ``y_true``: int (B,) or (B, 1) (Keras may hand them over as floats: they are rounded);
-    ``y_pred``: float logits (B, C). Per sample ``-sum_c t_c log softmax(y_pred)_c`` with
-    ``t = (1 - label_smoothing) one_hot(y) + label_smoothing / C``.
-    """
-
-    def __init__(self, label_smoothing: float = 0.0, name: str = "sparse_cross_entropy", **kwargs):
-        super().__init__(name=name, **kwargs)
-        self.label_smoothing = _check_label_smoothing(label_smoothing)
-
-    def call(self, y_true, y_pred):
-        labels = ops.cast(ops.reshape(_class_ids(y_true), (-1,)), "int32")
-        log_probabilities = ops.log_softmax(ops.cast(y_pred, "float32"), axis=-1)
-        return -ops.sum(_smoothed_targets(labels, y_pred.shape[-1], self.label_smoothing) * log_probabilities, axis=-1)
-
-    def get_config(self) -> dict:
-        return {**super().get_config(), "label_smoothing": self.label_smoothing}
-
-
 def npairs_loss(labels, features, temperature: float = 0.05):
     """The loss of the original (2020) keras-io SupCon example, reproduced for teaching.
 
@@ -621,6 +377,43 @@ def npairs_loss(labels, features, temperature: float = 0.05):
     every_row = ops.ones_like(row_losses, dtype="bool")
     return _mean_over_anchors_with_positives(row_losses, every_row)
 
+
+def cross_entropy_over_views(labels, logits, label_smoothing: float = 0.0):
+    """Softmax cross-entropy averaged over images and views: ``logits`` (B, V, C) or (B, C),
+    ``labels`` int (B,) or (B, 1); a float32 scalar. ``label_smoothing`` as in :func:`hybrid_loss`."""
+    label_smoothing = _check_label_smoothing(label_smoothing)
+    logits = _check_features(logits, allow_views=True, function_name="cross_entropy_over_views")
+    labels = ops.cast(_check_labels(labels, logits, function_name="cross_entropy_over_views"), "int32")
+    log_probabilities = ops.log_softmax(logits, axis=-1)  # (B, V, C)
+    targets = _smoothed_targets(labels, logits.shape[-1], label_smoothing)[:, None, :]
+    return -ops.mean(ops.sum(targets * log_probabilities, axis=-1))
+
+
+def _smoothed_targets(labels, num_classes, label_smoothing):
+    targets = ops.one_hot(labels, num_classes, dtype="float32")
+    return targets * (1.0 - label_smoothing) + label_smoothing / num_classes
+
+
+def hybrid_loss(labels, logits, features, supcon_weight: float = 1.0, temperature: float = 0.1,
+                label_smoothing: float = 0.0):
+    """Cross-entropy on a classifier head plus ``supcon_weight`` times SupCon on a projection
+    head, from the same views: one stage, no probe (the "hybrid" recipe).
+
+    ``logits``: float (B, V, C) or (B, C), the classifier head's output for each view;
+    ``features``: float (B, V, D) or (B, D), the projection head's. The value is
+    ``mean over images and views of -log softmax(logits)[label] + supcon_weight *
+    supcon_loss(labels, features, temperature)`` (``L_out``), a float32 scalar; with
+    ``label_smoothing`` the cross-entropy's target puts ``1 - label_smoothing`` on the label and
+    spreads ``label_smoothing`` evenly over all classes.
+    """
+    supcon_weight = _check_supcon_weight(supcon_weight)
+    return (cross_entropy_over_views(labels, logits, label_smoothing)
+            + supcon_weight * supcon_loss(labels, features, temperature))
+
+
+# --------------------------------------------------------------------------------------------
+# As Keras losses, for model.compile
+# --------------------------------------------------------------------------------------------
 
 def _class_ids(y_true):
     """Keras sometimes hands labels over as floats (e.g. its symbolic build under a tf.distribute
@@ -714,7 +507,7 @@ class HybridLoss(_BatchLevelLoss):
     """:func:`hybrid_loss` as a ``keras.losses.Loss``, for a model with ONE output that holds the
     classifier's logits and the projections side by side: ``y_pred`` (B, V, C + D) or (B, C + D),
     of which the first ``num_classes`` entries are logits. (One output keeps ``compile`` and
-    checkpoints the same on every backend; ``training.build_hybrid_model`` builds such a model.)
+    checkpoints the same on every backend; ``recipe_models.build_hybrid_model`` builds such a model.)
 
     Args:
         num_classes: int >= 2, C.
@@ -743,3 +536,218 @@ class HybridLoss(_BatchLevelLoss):
     def get_config(self) -> dict:
         return {**super().get_config(), "num_classes": self.num_classes, "supcon_weight": self.supcon_weight,
                 "temperature": self.temperature, "label_smoothing": self.label_smoothing}
+
+
+@keras.saving.register_keras_serializable(package="supcon_lib")
+class SparseCrossEntropy(keras.losses.Loss):
+    """Softmax cross-entropy from logits and integer labels, with optional label smoothing
+    (``keras.losses.SparseCategoricalCrossentropy`` has none). A per-sample loss, reduced by
+    Keras as usual (so ``tf.distribute`` scales it as it scales Keras' own losses).
+
+    ``y_true``: int (B,) or (B, 1) (Keras may hand them over as floats: they are rounded);
+    ``y_pred``: float logits (B, C). Per sample ``-sum_c t_c log softmax(y_pred)_c`` with
+    ``t = (1 - label_smoothing) one_hot(y) + label_smoothing / C``.
+    """
+
+    def __init__(self, label_smoothing: float = 0.0, name: str = "sparse_cross_entropy", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.label_smoothing = _check_label_smoothing(label_smoothing)
+
+    def call(self, y_true, y_pred):
+        labels = ops.cast(ops.reshape(_class_ids(y_true), (-1,)), "int32")
+        log_probabilities = ops.log_softmax(ops.cast(y_pred, "float32"), axis=-1)
+        return -ops.sum(_smoothed_targets(labels, y_pred.shape[-1], self.label_smoothing) * log_probabilities, axis=-1)
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "label_smoothing": self.label_smoothing}
+
+
+# --------------------------------------------------------------------------------------------
+# Several devices: the cross-replica glue, the only TensorFlow-specific code
+# --------------------------------------------------------------------------------------------
+
+def _multi_replica_context():
+    """The TF replica context when running in one of several replicas, else None."""
+    if keras.backend.backend() != "tensorflow":
+        return None
+    import tensorflow as tf
+
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync <= 1:
+        return None  # Cross-replica context, or the default single-replica strategy.
+    return context
+
+
+def _gather_across_replicas(normalized, labels):
+    """All-gathers this replica's (B_local, V, D) embeddings and its labels along the batch.
+
+    Returns ``(global_embeddings, global_labels, first_local_image)``, where
+    ``first_local_image`` is the index in the global batch of this replica's first image
+    (replicas may hold different batch sizes). Outside a multi-replica context (or on another
+    backend) it returns the inputs unchanged and 0. ``labels`` may be None.
+    """
+    context = _multi_replica_context()
+    if context is None:
+        return normalized, labels, 0
+    import tensorflow as tf
+
+    # Differentiable: the gradient of all_gather all-reduces the upstream gradient and hands
+    # each replica the slice of its own embeddings.
+    global_embeddings = context.all_gather(normalized, axis=0)
+    global_labels = None if labels is None else context.all_gather(labels, axis=0)
+    local_size = tf.reshape(tf.shape(normalized)[0], [1])
+    sizes = context.all_gather(local_size, axis=0)  # (num_replicas,)
+    earlier = tf.range(context.num_replicas_in_sync) < context.replica_id_in_sync_group
+    first_local_image = tf.reduce_sum(tf.where(earlier, sizes, tf.zeros_like(sizes)))
+    return global_embeddings, global_labels, first_local_image
+
+
+def _sum_across_replicas(value):
+    """Sum of a (non-differentiable) float32 scalar over the replicas; identity otherwise."""
+    context = _multi_replica_context()
+    if context is None:
+        return value
+    import tensorflow as tf
+
+    return context.all_reduce(tf.distribute.ReduceOp.SUM, tf.stop_gradient(value))
+
+
+# --------------------------------------------------------------------------------------------
+# Argument checks
+# --------------------------------------------------------------------------------------------
+
+#: Temperatures below this make float32 logits of magnitude > 1e4, where the loss has lost
+#: the precision it needs; they are refused.
+_MIN_TEMPERATURE = 1e-4
+_FLOAT_DTYPES = ("float16", "bfloat16", "float32", "float64")
+
+
+def _check_temperature(temperature: Any) -> float:
+    """Returns ``temperature`` as a Python float, or raises if it is not a usable temperature."""
+    if isinstance(temperature, (bool, str, bytes)):
+        raise TypeError(
+            f"temperature must be a real number, got {type(temperature).__name__}: "
+            f"{temperature!r}"
+        )
+    try:
+        value = float(temperature)
+    except (TypeError, ValueError):
+        raise TypeError(
+            "temperature must be a real number (a Python/NumPy scalar or a concrete scalar "
+            f"tensor), got {type(temperature).__name__}: {temperature!r}"
+        ) from None
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
+    if value < _MIN_TEMPERATURE:
+        raise ValueError(
+            f"temperature must be >= {_MIN_TEMPERATURE:g} (smaller ones give float32 logits too "
+            f"large for a precise loss), got {temperature!r}"
+        )
+    return value
+
+
+def _check_formulation(formulation: Any) -> str:
+    if not isinstance(formulation, str):
+        raise TypeError(
+            f"formulation must be one of {FORMULATIONS}, got {type(formulation).__name__}: "
+            f"{formulation!r}"
+        )
+    if formulation not in FORMULATIONS:
+        raise ValueError(
+            f"unknown formulation {formulation!r}: expected 'out' (L_out, the mean over "
+            "positives outside the log) or 'in' (L_in, inside the log)"
+        )
+    return formulation
+
+
+def _check_supcon_weight(supcon_weight):
+    if isinstance(supcon_weight, bool) or not isinstance(supcon_weight, (int, float)) \
+            or not math.isfinite(supcon_weight) or supcon_weight < 0:
+        raise ValueError(f"supcon_weight must be a finite number >= 0, got {supcon_weight!r}")
+    return float(supcon_weight)
+
+
+def _check_label_smoothing(label_smoothing):
+    if isinstance(label_smoothing, bool) or not isinstance(label_smoothing, (int, float)) \
+            or not 0 <= label_smoothing < 1:
+        raise ValueError(f"label_smoothing must be a number in [0, 1), got {label_smoothing!r}")
+    return float(label_smoothing)
+
+
+def _static_rank(tensor) -> int | None:
+    """The rank of ``tensor`` if known statically, else None (TF graphs of unknown rank)."""
+    try:
+        return len(tensor.shape)
+    except (TypeError, ValueError):
+        return None
+
+
+def _check_features(features: Any, allow_views: bool, function_name: str):
+    """Converts ``features`` to a float32 tensor of shape (B, V, D) (V = 1 for rank 2 input)."""
+    features = ops.convert_to_tensor(features)
+    dtype = keras.backend.standardize_dtype(features.dtype)
+    if dtype not in _FLOAT_DTYPES:
+        raise TypeError(
+            f"{function_name}: features must be a floating-point tensor, got dtype {dtype}"
+        )
+    rank = _static_rank(features)
+    expected = "(B, D) or (B, V, D)" if allow_views else "(B, D)"
+    if rank == 2:
+        features = ops.expand_dims(features, axis=1)
+    elif rank == 3 and (allow_views or features.shape[1] == 1):
+        pass
+    elif rank is None:
+        raise ValueError(
+            f"{function_name}: features must have shape {expected}, got a tensor of unknown rank"
+        )
+    else:
+        raise ValueError(
+            f"{function_name}: features must have shape {expected}, got rank {rank} with shape "
+            f"{tuple(features.shape)}"
+        )
+    if features.shape[-1] == 0:
+        raise ValueError(f"{function_name}: features have an empty embedding dimension D = 0")
+    features = ops.cast(features, "float32")
+    # NaN or infinite features: refused when their values are known (eager calls). While the loss
+    # is being traced (tf.function, jax.jit, Keras' compiled fit) there are no values to look at:
+    # there the loss (and its gradient) of such a batch is NaN, as Keras reports it.
+    try:
+        values = ops.convert_to_numpy(features)
+    except (TypeError, NotImplementedError):  # a symbolic tensor (TensorFlow) or a tracer (JAX)
+        values = None
+    if values is not None and not np.all(np.isfinite(values)):
+        first = tuple(int(i) for i in np.argwhere(~np.isfinite(values))[0])
+        shown = (first[0], first[2]) if rank == 2 else first  # the index in the caller's (B, D) array
+        raise ValueError(f"{function_name}: features contain NaN or infinite values (the first: "
+                         f"{values[first]} at index {shown})")
+    return features
+
+
+def _check_labels(labels: Any, features, function_name: str):
+    """Converts ``labels`` to an integer tensor of shape (B,), checking it against ``features``."""
+    labels = ops.convert_to_tensor(labels)
+    dtype = keras.backend.standardize_dtype(labels.dtype)
+    if "int" not in dtype:
+        raise TypeError(
+            f"{function_name}: labels must be integers (class ids), got dtype {dtype}; "
+            "cast them explicitly if they are integral floats"
+        )
+    rank = _static_rank(labels)
+    if rank is None:
+        # Rank unknown while tracing (e.g. a tf.function retraced with relaxed shapes): the
+        # shape cannot be checked statically, so flatten (B,) or (B, 1) to (B,).
+        labels = ops.reshape(labels, (-1,))
+    elif rank == 2 and labels.shape[1] == 1:
+        labels = ops.reshape(labels, (-1,))
+    elif rank != 1:
+        raise ValueError(
+            f"{function_name}: labels must have shape (B,) or (B, 1), got shape "
+            f"{tuple(labels.shape)}"
+        )
+    labels_batch, features_batch = labels.shape[0], features.shape[0]
+    if labels_batch is not None and features_batch is not None and labels_batch != features_batch:
+        raise ValueError(
+            f"{function_name}: labels and features have different batch sizes "
+            f"({labels_batch} labels for {features_batch} feature rows)"
+        )
+    return labels

@@ -53,6 +53,8 @@ import keras
 import numpy as np
 from keras import layers
 
+from supcon_lib.checks import check_positive_int
+
 __all__ = [
     "CLASSIFIER_HEADS",
     "ENCODERS",
@@ -88,12 +90,6 @@ _BN_EPSILON = 1e-5
 # Argument checks
 # --------------------------------------------------------------------------------------------------
 
-def _check_positive_int(value, argument: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value <= 0:
-        raise ValueError(f"{argument} must be a positive integer, got {value!r}")
-    return int(value)
-
-
 def _check_choice(value, choices: Sequence[str], what: str) -> str:
     if value not in choices:
         raise ValueError(f"unknown {what} {value!r}; choose one of {', '.join(map(repr, choices))}")
@@ -108,7 +104,7 @@ def _check_image_shape(input_shape) -> tuple[int, int, int]:
     if len(shape) != 3:
         raise ValueError(f"input_shape must be (height, width, channels), got {input_shape!r}")
     for size in shape:
-        _check_positive_int(size, f"every entry of input_shape {input_shape!r}")
+        check_positive_int(size, f"every entry of input_shape {input_shape!r}")
     if keras.config.image_data_format() != "channels_last":
         raise ValueError(
             "these encoders use channels-last images; keras.config.image_data_format() is "
@@ -241,9 +237,9 @@ def build_projection_head(
     an unknown ``kind`` or a size that is not a positive integer.
     """
     _check_choice(kind, PROJECTION_HEADS, "projection head")
-    input_dim = _check_positive_int(input_dim, "input_dim")
-    projection_dim = _check_positive_int(projection_dim, "projection_dim")
-    hidden_dim = input_dim if hidden_dim is None else _check_positive_int(hidden_dim, "hidden_dim")
+    input_dim = check_positive_int(input_dim, "input_dim")
+    projection_dim = check_positive_int(projection_dim, "projection_dim")
+    hidden_dim = input_dim if hidden_dim is None else check_positive_int(hidden_dim, "hidden_dim")
 
     inputs = keras.Input(shape=(input_dim,), name=f"{name}_features")
     if kind == "original":
@@ -282,9 +278,9 @@ def build_classifier_head(
     ``dropout`` outside [0, 1).
     """
     _check_choice(kind, CLASSIFIER_HEADS, "classifier head")
-    input_dim = _check_positive_int(input_dim, "input_dim")
-    num_classes = _check_positive_int(num_classes, "num_classes")
-    hidden_units = _check_positive_int(hidden_units, "hidden_units")
+    input_dim = check_positive_int(input_dim, "input_dim")
+    num_classes = check_positive_int(num_classes, "num_classes")
+    hidden_units = check_positive_int(hidden_units, "hidden_units")
     if isinstance(dropout, bool) or not isinstance(dropout, numbers.Real) or not 0.0 <= dropout < 1.0:
         raise ValueError(f"dropout must be a rate in [0, 1), got {dropout!r}")
 

@@ -18,9 +18,11 @@ The container is a plain ``.npz`` (read with ``allow_pickle=False``: nothing in 
     {split}_labels         (N,) uint8, in 0..9
     {split}_mean_abs_error the pixel error measured when the file was written
 
-for ``split`` in ``train`` and ``test``. :func:`pack_cifar10` writes one from any CIFAR-10 copy
-(``python -m supcon_lib pack``), and :func:`supcon_lib.data.load_cifar10` reads it like a folder
-or an archive. Decoding needs Pillow (already installed with matplotlib).
+for ``split`` in ``train`` and ``test``. :func:`pack` writes one from arrays,
+:func:`supcon_lib.data.pack_cifar10` from any CIFAR-10 copy (``python -m supcon_lib pack``), and
+:func:`supcon_lib.data.load_cifar10` reads it like a folder or an archive (this module knows the
+file, not the other copies, and imports nothing of ``data``). Decoding needs Pillow (already
+installed with matplotlib).
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from supcon_lib.data import DataError
+from supcon_lib.errors import DataError
 
 __all__ = [
     "COLUMNS",
@@ -44,9 +46,9 @@ __all__ = [
     "PackedFileError",
     "SPLITS",
     "TILE",
+    "check_quality",
     "class_names",
     "pack",
-    "pack_cifar10",
     "read",
 ]
 
@@ -117,7 +119,8 @@ def _check_split(images, labels, name):
     return images, labels.astype(np.uint8)
 
 
-def _check_quality(quality):
+def check_quality(quality):
+    """``quality`` as an int if it is a JPEG quality in 1..100; else ``ValueError``."""
     if isinstance(quality, bool) or not isinstance(quality, (int, np.integer)) or not 1 <= quality <= 100:
         raise ValueError(f"quality must be in 1..100 (an integer), found {quality!r}")
     return int(quality)
@@ -141,7 +144,7 @@ def pack(path, train, test, class_names, quality=DEFAULT_QUALITY, overwrite=Fals
         raise ValueError(f"{path}: a packed file's name must end in .npz")
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} exists; pass overwrite=True (--force) to replace it")
-    quality = _check_quality(quality)
+    quality = check_quality(quality)
     if not path.parent.is_dir():
         raise FileNotFoundError(f"{path.parent}: no such folder")
     arrays = {"format": np.array(FORMAT), "class_names": np.array(list(class_names)), "quality": np.array(int(quality))}
@@ -175,19 +178,6 @@ def _umask():
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
-
-
-def pack_cifar10(data_dir, path, quality=DEFAULT_QUALITY, overwrite=False):
-    """Pack a local CIFAR-10 copy (folder or archive; see :func:`supcon_lib.data.load_cifar10`).
-    Raises ``ValueError`` without ``data_dir``, ``DataError`` for an unreadable copy, and what
-    :func:`pack` raises."""
-    from supcon_lib import data
-
-    if data_dir is None:
-        raise ValueError("pack_cifar10 needs data_dir: the CIFAR-10 copy to pack")
-    _check_quality(quality)  # before reading the copy
-    train, test = data.load_cifar10(data_dir)
-    return pack(path, train, test, data.cifar10_class_names(data_dir), quality, overwrite)
 
 
 def class_names(path):

@@ -31,7 +31,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from supcon_lib import training
+from supcon_lib import checkpoint, run_config, training
 
 WAIT_SECONDS = 300  # killed long before; a worker nobody kills ends by itself
 
@@ -78,7 +78,7 @@ def _stop_in_npz_write(signal_file, target):
 
 
 def _stop_before_commit(signal_file, marker_name, epochs_done):
-    real_write_json = training._write_json
+    real_write_json = checkpoint.write_json
 
     def write_json(path, value):
         path = Path(path)
@@ -88,7 +88,7 @@ def _stop_before_commit(signal_file, marker_name, epochs_done):
             _stop_here(signal_file)
         return real_write_json(path, value)
 
-    training._write_json = write_json
+    checkpoint.write_json = write_json
 
 
 def _setting(text):
@@ -98,7 +98,7 @@ def _setting(text):
 
 def main(argv):
     run_dir, signal_file, stop, *settings = argv
-    config = training.RunConfig.from_profile("smoke", "supcon", verbose=0, **dict(map(_setting, settings)))
+    config = run_config.RunConfig.from_profile("smoke", "supcon", verbose=0, **dict(map(_setting, settings)))
     callbacks = []
     if stop == "phase1":
         callbacks.append(StopInFit(1, signal_file))

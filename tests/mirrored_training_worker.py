@@ -20,7 +20,7 @@ tf.config.set_logical_device_configuration(
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from supcon_lib import augment, training  # noqa: E402
+from supcon_lib import augment, run_config, runtime, training  # noqa: E402
 
 
 class FirstStepLoss(keras.callbacks.Callback):
@@ -33,7 +33,7 @@ class FirstStepLoss(keras.callbacks.Callback):
 
 def replica_views(jit_compile):
     """Both replicas augment the same 8 copies of one image."""
-    strategy = training.select_strategy("mirrored")
+    strategy = runtime.select_strategy("mirrored")
     with strategy.scope():
         pipeline = augment.supcon_pipeline(seed=0)
         pipeline.build((None, 32, 32, 3))
@@ -48,7 +48,7 @@ def replica_views(jit_compile):
 
 
 def config_for(strategy):
-    return training.RunConfig.from_profile(
+    return run_config.RunConfig.from_profile(
         "smoke", "supcon", train_size=128, test_size=100, batch_size=64, epochs=1, probe_epochs=1,
         augmentation="none", strategy=strategy, verbose=0, seed=0)
 

@@ -7,6 +7,8 @@
   ``X._name`` and ``getattr(X, "_name")`` on a supcon_lib module other than the file's own fail.
 * What supcon_lib, the benchmarks, the tools and the notebooks take from a supcon_lib module is
   in that module's ``__all__`` (the tests may reach further).
+* No module of supcon_lib imports itself back through others: the imports of every module (those
+  inside functions included) form an acyclic graph.
 * ``__version__``, pyproject.toml's version, the release tag the notebooks install and the
   CHANGELOG agree.
 """
@@ -197,6 +199,65 @@ def test_what_others_use_is_public():
         if module in alls and not (name.startswith("__") and name.endswith("__")) and name not in alls[module]
     })
     assert not unlisted, "used outside its module but missing from the module's __all__:\n" + "\n".join(unlisted)
+
+
+# ------------------------------------------------------------------------------------------------
+# Import cycles
+# ------------------------------------------------------------------------------------------------
+def imported_modules(source: str, own_module: str):
+    """The supcon_lib modules a module's source imports, anywhere in it (inside functions too):
+    ``import supcon_lib.x``, ``from supcon_lib import x``, ``from supcon_lib.x import name`` and
+    relative imports. The package itself (``__init__``) counts as ``supcon_lib``."""
+    found = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names if alias.name.split(".")[0] == "supcon_lib"}
+        elif isinstance(node, ast.ImportFrom):
+            module = node.module or ""
+            if node.level:  # relative to the package (supcon_lib has no subpackages)
+                module = ".".join(["supcon_lib", *([module] if module else [])])
+            if module.split(".")[0] != "supcon_lib":
+                continue
+            found.add(module)
+            found |= {f"{module}.{alias.name}" for alias in node.names if f"{module}.{alias.name}" in MODULES}
+    return found - {own_module}
+
+
+def find_cycle(graph):
+    """One cycle of ``graph`` ({node: set of nodes}) as a list ``[a, b, ..., a]``, or None."""
+    state, path = {}, []
+
+    def visit(node):
+        state[node] = "open"
+        path.append(node)
+        for target in sorted(graph.get(node, ())):
+            if state.get(target) == "open":
+                return path[path.index(target):] + [target]
+            if target not in state and (cycle := visit(target)):
+                return cycle
+        state[node] = "done"
+        path.pop()
+        return None
+
+    for node in sorted(graph):
+        if node not in state and (cycle := visit(node)):
+            return cycle
+    return None
+
+
+def test_no_import_cycles():
+    graph = {module_name(path): imported_modules(path.read_text(encoding="utf-8"), module_name(path))
+             for path in MODULE_FILES}
+    cycle = find_cycle(graph)
+    assert cycle is None, "supcon_lib modules import each other in a cycle: " + " -> ".join(cycle)
+
+
+def test_the_cycle_finder_finds_cycles():
+    source = "import supcon_lib.b\ndef f():\n    from supcon_lib import c, paths\n    from .d import name\n"
+    assert imported_modules(source, "supcon_lib.a") == {"supcon_lib", "supcon_lib.b", "supcon_lib.d",
+                                                        "supcon_lib.paths"}
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": set()}) is None
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
 
 
 # ------------------------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ import matplotlib
 import numpy as np
 import pytest
 
-from supcon_lib import budget, training, viz
+from supcon_lib import budget, run_config, training, viz
 
 matplotlib.use("Agg")
 
@@ -17,7 +17,7 @@ TINY = dict(train_size=200, test_size=100, batch_size=50, encoder="resnet_small"
 
 @pytest.fixture(scope="module")
 def digits_arrays():
-    return training.load_data(training.RunConfig.from_profile("smoke", "ce", **TINY))
+    return training.load_data(run_config.RunConfig.from_profile("smoke", "ce", **TINY))
 
 
 def test_plan_epochs_and_standard_error():
@@ -55,7 +55,7 @@ def test_difference_against_a_hand_computation():
 
 
 def test_run_at_budget_stops_at_the_budget_and_reports(digits_arrays):
-    config = training.RunConfig.from_profile("smoke", "ce", **TINY)
+    config = run_config.RunConfig.from_profile("smoke", "ce", **TINY)
     speed = budget.measure_throughput(config, digits_arrays, steps=2)
     assert speed > 0
     # A budget of zero seconds: the first step ends past it, so exactly one step is taken, of an
@@ -69,7 +69,7 @@ def test_run_at_budget_stops_at_the_budget_and_reports(digits_arrays):
     cell = budget.run_at_budget(config, 1e6, digits_arrays, images_per_second=4e-4)
     assert cell["planned_epochs"] == 2 and cell["steps"] == 8
     # the supcon recipe counts its views
-    supcon = training.RunConfig.from_profile("smoke", "supcon", probe_epochs=2, **TINY)
+    supcon = run_config.RunConfig.from_profile("smoke", "supcon", probe_epochs=2, **TINY)
     cell = budget.run_at_budget(supcon, 0.0, digits_arrays, images_per_second=1.0)
     assert cell["steps"] == 1 and cell["images_through_encoder"] == 100
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from conftest import write_batch
-from supcon_lib import __main__ as cli, training
+from supcon_lib import __main__ as cli, checkpoint, run_config
 
 
 def run_cli(*args):
@@ -37,6 +37,9 @@ def test_tiny_run_writes_metrics(tmp_path):
         (["--method", "ce", "--batch-size", "many"], "--batch-size: expected a positive integer"),
         (["--method", "supcon", "--temperature", "-1"], "--temperature: expected a positive number"),
         (["--method", "supcon", "--temperature", "nan"], "--temperature: expected a positive number, found 'nan'"),
+        (["--method", "supcon", "--learning-rate", "nan"], "--learning-rate: expected a positive number, found 'nan'"),
+        (["--method", "ce", "--learning-rate", "0"], "--learning-rate: expected a positive number"),
+        (["--method", "ce", "--weight-decay", "-1"], "--weight-decay: expected a number >= 0"),
         (["--method", "knn"], "invalid choice: 'knn'"),
         (["--method", "ce", "--profile", "huge"], "invalid choice: 'huge'"),
         (["--method", "ce"], "required: --out"),
@@ -63,6 +66,8 @@ def test_invalid_arguments(tmp_path, capsys, args, message):
         (["--test-size", "360"], "test_size must lie in 1..359"),
         (["--method", "supcon", "--temperature", "inf"], "temperature must be a finite number"),
         (["--method", "supcon", "--temperature", "1e-5"], "temperature must be >= 0.0001"),
+        (["--method", "supcon", "--learning-rate", "inf"], "learning_rate must be a finite number > 0"),
+        (["--method", "ce", "--weight-decay", "inf"], "weight_decay must be a finite number >= 0"),
     ],
 )
 def test_invalid_settings_or_data(tmp_path, capsys, extra, message):
@@ -155,14 +160,14 @@ TINY_ARGS = ["train", "--method", "ce", "--dataset", "digits", "--train-size", "
 
 def _tiny_run_folder(tmp_path):
     """A folder holding the settings of TINY_ARGS and a checkpoint of its first epoch (to damage)."""
-    config = training.RunConfig.from_profile("smoke", "ce", dataset="digits", train_size=100, test_size=50,
+    config = run_config.RunConfig.from_profile("smoke", "ce", dataset="digits", train_size=100, test_size=50,
                                              epochs=1, batch_size=25)
     run_dir = tmp_path / "run"
     (run_dir / "checkpoints").mkdir(parents=True)
-    training._write_json(run_dir / "config.json", training._saved_settings(config))
+    checkpoint.write_json(run_dir / "config.json", checkpoint._saved_settings(config))
     np.savez(run_dir / "checkpoints" / "train-epoch0001.npz", **{"foreign/kernel": np.zeros((3, 2), np.float32)})
     marker = {"epochs_done": 1, "history": {"loss": [2.0]}, "file": "train-epoch0001.npz"}
-    training._write_json(run_dir / "checkpoints" / "train.json", marker)
+    checkpoint.write_json(run_dir / "checkpoints" / "train.json", marker)
     return run_dir, marker
 
 

@@ -4,7 +4,7 @@ import keras
 import pytest
 from keras import layers
 
-from supcon_lib import cost, training
+from supcon_lib import cost, run_config
 
 
 def test_count_macs_on_a_constructed_model():
@@ -55,21 +55,21 @@ def test_encoder_counts():
 
 
 def test_estimates_scale_with_the_work():
-    config = training.RunConfig.from_profile("gpu", "ce")
+    config = run_config.RunConfig.from_profile("gpu", "ce")
     seconds = cost.estimate_run_seconds(config, macs=1e9)
     steps = 50 * 50_000 * 3  # epochs x images x three forward passes per training step
     # BN recalibration, then the training and test embeddings, each image with its mirror image
     assert config.flip_average
     evaluation = 10_000 + 2 * (50_000 + 10_000)
     assert seconds == pytest.approx((steps + evaluation) * 2e9 / cost.T4_EFFECTIVE_FLOPS)
-    unflipped = training.RunConfig.from_profile("gpu", "ce", flip_average=False)
+    unflipped = run_config.RunConfig.from_profile("gpu", "ce", flip_average=False)
     assert cost.estimate_run_seconds(unflipped, macs=1e9) == pytest.approx(
         (steps + 10_000 + 50_000 + 10_000) * 2e9 / cost.T4_EFFECTIVE_FLOPS)
     # a momentum encoder: one view trained (three passes), the other encoded once
-    queue = training.RunConfig.from_profile("gpu", "supcon", queue_size=4096)
+    queue = run_config.RunConfig.from_profile("gpu", "supcon", queue_size=4096)
     assert cost.estimate_run_seconds(queue, macs=1e9) == pytest.approx(
         (25 * 50_000 * 4 + evaluation) * 2e9 / cost.T4_EFFECTIVE_FLOPS)
-    supcon = training.RunConfig.from_profile("gpu", "supcon")
+    supcon = run_config.RunConfig.from_profile("gpu", "supcon")
     assert cost.estimate_run_seconds(supcon, macs=1e9) == pytest.approx(seconds)  # 25 epochs x 2 views
     assert cost.estimate_run_seconds(config, flops_per_second=cost.T4_EFFECTIVE_FLOPS / 2, macs=1e9) == \
         pytest.approx(2 * seconds)
@@ -78,10 +78,10 @@ def test_estimates_scale_with_the_work():
 def test_gpu_profile_fits_a_colab_session_with_room():
     # Notebooks 04 and 05 train; 06 reuses their runs. Estimated within 60 minutes on a T4 even
     # if the T4 runs our network 1.5x less efficiently than the reference (plus compilation).
-    total = sum(cost.estimate_run_seconds(training.RunConfig.from_profile("gpu", method))
+    total = sum(cost.estimate_run_seconds(run_config.RunConfig.from_profile("gpu", method))
                 for method in ("ce", "supcon"))
     assert 1.5 * total + 5 * 60 < 60 * 60
-    full = sum(cost.estimate_run_seconds(training.RunConfig.from_profile("full", method))
+    full = sum(cost.estimate_run_seconds(run_config.RunConfig.from_profile("full", method))
                for method in ("ce", "supcon"))
     assert full > 4 * 3600  # the paper-scale profile is for readers with hours
 
@@ -95,8 +95,8 @@ def test_notebook_headers_quote_the_estimates():
     notebooks = Path(__file__).resolve().parent.parent / "notebooks"
     for stem, method in (("04_cross_entropy_baseline", "ce"), ("05_supcon_two_phase", "supcon")):
         header = " ".join(jupytext.read(notebooks / f"{stem}.py").cells[0].source.split())
-        gpu = cost.estimate_run_seconds(training.RunConfig.from_profile("gpu", method)) / 60
-        full = cost.estimate_run_seconds(training.RunConfig.from_profile("full", method)) / 60
+        gpu = cost.estimate_run_seconds(run_config.RunConfig.from_profile("gpu", method)) / 60
+        full = cost.estimate_run_seconds(run_config.RunConfig.from_profile("full", method)) / 60
         quoted_gpu = re.search(r"`gpu`.*? about (\d+) minutes on a Colab T4", header)
         quoted_full = re.search(r"`full` \(\d+ epochs\) about (\d+) (minutes|hours) on a T4", header)
         assert quoted_gpu and int(quoted_gpu.group(1)) == round(gpu), stem
@@ -111,8 +111,8 @@ def test_readme_quotes_the_estimates():
     from pathlib import Path
 
     readme = " ".join((Path(__file__).resolve().parent.parent / "README.md").read_text().split())
-    minutes = {(profile, method): cost.estimate_run_seconds(training.RunConfig.from_profile(profile, method)) / 60
-               for profile in ("gpu", "full") for method in training.METHODS}
+    minutes = {(profile, method): cost.estimate_run_seconds(run_config.RunConfig.from_profile(profile, method)) / 60
+               for profile in ("gpu", "full") for method in run_config.METHODS}
     gpu = re.search(r"\| `gpu` \|.*?about (\d+) \+ (\d+) minutes of training on a Colab T4", readme)
     assert gpu and (int(gpu.group(1)), int(gpu.group(2))) == (round(minutes["gpu", "ce"]), round(minutes["gpu", "supcon"]))
     full = re.search(r"\| `full` \|.*?about (\d+) minutes \(CE\) and (\d+) hours \(SupCon\) on a T4", readme)

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from backend_utils import gradient, to_numpy
-from supcon_lib import losses, momentum, models, training
+from supcon_lib import losses, momentum, models, run_config, training
 
 
 def _unit(vector):
@@ -214,11 +214,11 @@ TINY = dict(train_size=300, test_size=100, batch_size=50, encoder="resnet_small"
 
 @pytest.fixture(scope="module")
 def digits_arrays():
-    return training.load_data(training.RunConfig.from_profile("smoke", "ce", **TINY))
+    return training.load_data(run_config.RunConfig.from_profile("smoke", "ce", **TINY))
 
 
 def test_hybrid_recipe_learns_and_resumes(tmp_path, digits_arrays):
-    config = training.RunConfig.from_profile("smoke", "hybrid", epochs=4, **TINY)
+    config = run_config.RunConfig.from_profile("smoke", "hybrid", epochs=4, **TINY)
     assert config.views == 1 and config.augmentation_kind == "baseline"  # one change against ce: the loss
     result = training.run(config, tmp_path / "hybrid", arrays=digits_arrays)
     metrics = result.metrics
@@ -236,7 +236,7 @@ def test_hybrid_recipe_learns_and_resumes(tmp_path, digits_arrays):
 
 def test_momentum_recipe_learns_and_resumes_exactly(tmp_path, digits_arrays):
     settings = dict(TINY, queue_size=100, epochs=3, probe_epochs=20)
-    config = training.RunConfig.from_profile("smoke", "supcon", **settings)
+    config = run_config.RunConfig.from_profile("smoke", "supcon", **settings)
     straight = training.run(config, tmp_path / "straight", arrays=digits_arrays).metrics
     loss = straight["history"]["pretrain"]["loss"]
     assert len(loss) == 3 and straight["queue_size"] == 100
@@ -268,7 +268,7 @@ def test_settings_of_the_new_recipes_are_checked(settings, message):
     settings = dict(settings)
     method = settings.pop("method")
     with pytest.raises(ValueError, match=message):
-        training.RunConfig.from_profile("smoke", method, **settings)
+        run_config.RunConfig.from_profile("smoke", method, **settings)
 
 
 @pytest.mark.parametrize("method, extra, precision", [
@@ -278,7 +278,7 @@ def test_settings_of_the_new_recipes_are_checked(settings, message):
 def test_gpu_settings_train_the_new_recipes_on_the_cpu(tmp_path, digits_arrays, method, extra, precision):
     """What a GPU reader gets: the step compiled with XLA and mixed precision, forced on the CPU."""
     settings = dict(TINY, epochs=2, jit_compile="on", precision=precision, **extra)
-    metrics = training.run(training.RunConfig.from_profile("smoke", method, **settings), tmp_path / method,
+    metrics = training.run(run_config.RunConfig.from_profile("smoke", method, **settings), tmp_path / method,
                            arrays=digits_arrays).metrics
     loss = metrics["history"]["train" if method == "hybrid" else "pretrain"]["loss"]
     assert metrics["jit_compile"] is True and metrics["precision"] == precision

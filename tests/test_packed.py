@@ -68,7 +68,7 @@ def test_many_mosaics_and_a_partial_last_one(tmp_path, digits):
 
 def test_load_cifar10_and_class_names_accept_a_packed_file(tmp_path, cifar_copy, monkeypatch):
     path = tmp_path / "small.npz"
-    summary = packed.pack_cifar10(cifar_copy["folder"], path)
+    summary = data.pack_cifar10(cifar_copy["folder"], path)
     assert summary["splits"]["train"]["images"] == 40 and summary["splits"]["test"]["images"] == 10
     train, test = data.load_cifar10(path)
     np.testing.assert_array_equal(train[1], cifar_copy["train"][1])
@@ -103,7 +103,7 @@ def test_refuses_to_overwrite_and_writes_nothing_on_bad_input(tmp_path, digits):
 
 def test_quality_is_checked_before_the_copy_is_read(tmp_path):
     with pytest.raises(ValueError, match="quality must be in 1..100"):
-        packed.pack_cifar10(tmp_path / "nowhere", tmp_path / "x.npz", quality=101)
+        data.pack_cifar10(tmp_path / "nowhere", tmp_path / "x.npz", quality=101)
 
 
 @pytest.mark.parametrize("quality", ["0", "101", "high"])

@@ -1,4 +1,5 @@
-"""supcon_lib.training: both recipes learn, resume is exact, settings are checked."""
+"""supcon_lib.training and what it runs on (run_config, checkpoint, input_pipeline, optim, runtime):
+both recipes learn, resume is exact, settings are checked."""
 
 import json
 import pathlib
@@ -8,7 +9,7 @@ import keras
 import numpy as np
 import pytest
 
-from supcon_lib import data, training
+from supcon_lib import checkpoint, data, input_pipeline, optim, run_config, runtime, training
 
 # A tiny, fixed slice of the offline digits: big enough to learn, small enough for seconds.
 # float32 whatever the device: on a GPU, "auto" would pick mixed precision and loosen what the
@@ -18,12 +19,12 @@ TINY = dict(train_size=300, test_size=100, batch_size=50, encoder="resnet_small"
 
 @pytest.fixture(scope="module")
 def digits_arrays():
-    config = training.RunConfig.from_profile("smoke", "ce", **TINY)
+    config = run_config.RunConfig.from_profile("smoke", "ce", **TINY)
     return training.load_data(config)
 
 
 def test_cross_entropy_baseline_learns(tmp_path, digits_arrays):
-    config = training.RunConfig.from_profile("smoke", "ce", epochs=6, **TINY)
+    config = run_config.RunConfig.from_profile("smoke", "ce", epochs=6, **TINY)
     result = training.run(config, tmp_path / "ce", arrays=digits_arrays)
     metrics = result.metrics
     assert metrics["method"] == "ce" and metrics["epochs"] == 6
@@ -40,7 +41,7 @@ def test_cross_entropy_baseline_learns(tmp_path, digits_arrays):
 
 
 def test_supcon_two_phase_learns(tmp_path, digits_arrays):
-    config = training.RunConfig.from_profile("smoke", "supcon", epochs=4, probe_epochs=30, **TINY)
+    config = run_config.RunConfig.from_profile("smoke", "supcon", epochs=4, probe_epochs=30, **TINY)
     result = training.run(config, tmp_path / "supcon", arrays=digits_arrays)
     metrics = result.metrics
     pretrain = metrics["history"]["pretrain"]["loss"]
@@ -86,7 +87,7 @@ RESUME = dict(TINY, train_size=100, batch_size=25, epochs=3, probe_epochs=2)
 def interrupted_and_resumed(tmp_path_factory, digits_arrays):
     """SupCon (both phases) run once straight through, and once interrupted in epoch 2 and resumed."""
     root = tmp_path_factory.mktemp("resume")
-    config = training.RunConfig.from_profile("smoke", "supcon", **RESUME)
+    config = run_config.RunConfig.from_profile("smoke", "supcon", **RESUME)
     reference = training.run(config, root / "uninterrupted", arrays=digits_arrays)
     with pytest.raises(KeyboardInterrupt):
         training.run(config, root / "resumed", callbacks=[Interrupt()], arrays=digits_arrays)
@@ -130,7 +131,7 @@ def test_finished_run_started_again_trains_nothing(interrupted_and_resumed, digi
 def test_other_settings_in_the_same_folder_are_refused(interrupted_and_resumed, digits_arrays):
     folder = interrupted_and_resumed["root"] / "uninterrupted"
     before = (folder / "config.json").read_text()
-    other = training.RunConfig.from_profile("smoke", "supcon", **dict(RESUME, epochs=4))
+    other = run_config.RunConfig.from_profile("smoke", "supcon", **dict(RESUME, epochs=4))
     with pytest.raises(ValueError, match="other settings \\(epochs\\)"):
         training.run(other, folder, arrays=digits_arrays)
     assert (folder / "config.json").read_text() == before
@@ -140,7 +141,7 @@ def test_checkpoint_marker_is_the_commit_point(tmp_path):
     model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
     model.compile(optimizer="sgd", loss="mse")
     model.optimizer.build(model.trainable_variables)
-    saver = training.EpochCheckpointer(tmp_path, "phase")
+    saver = checkpoint.EpochCheckpointer(tmp_path, "phase")
     saver.save(model, 1, {"loss": [1.0]})
     saved = [v.numpy().copy() for v in model.variables]
     # A kill after writing the next .npz but before the marker: the marker still names epoch 1.
@@ -158,10 +159,10 @@ def test_checkpoint_marker_is_the_commit_point(tmp_path):
 
 
 def test_epoch_order_depends_only_on_seed_and_epoch():
-    np.testing.assert_array_equal(training.epoch_order(50, 3, 7), training.epoch_order(50, 3, 7))
-    assert not np.array_equal(training.epoch_order(50, 3, 7), training.epoch_order(50, 3, 8))
-    assert not np.array_equal(training.epoch_order(50, 3, 7), training.epoch_order(50, 4, 7))
-    assert sorted(training.epoch_order(50, 3, 7)) == list(range(50))
+    np.testing.assert_array_equal(input_pipeline.epoch_order(50, 3, 7), input_pipeline.epoch_order(50, 3, 7))
+    assert not np.array_equal(input_pipeline.epoch_order(50, 3, 7), input_pipeline.epoch_order(50, 3, 8))
+    assert not np.array_equal(input_pipeline.epoch_order(50, 3, 7), input_pipeline.epoch_order(50, 4, 7))
+    assert sorted(input_pipeline.epoch_order(50, 3, 7)) == list(range(50))
 
 
 class _Recorder(keras.layers.Layer):
@@ -192,16 +193,16 @@ def test_fit_visits_every_epoch_in_epoch_order():
     inputs = keras.Input((1,))
     model = keras.Model(inputs, keras.layers.Dense(1)(recorder(inputs)))
     model.compile(optimizer="sgd", loss="mse", run_eagerly=True)
-    model.fit(training.make_dataset(items, items, 10, seed=3, first_epoch=7, last_epoch=9),
+    model.fit(input_pipeline.make_dataset(items, items, 10, seed=3, first_epoch=7, last_epoch=9),
               initial_epoch=7, epochs=9, steps_per_epoch=5, verbose=0, shuffle=False)
     assert len(recorder.seen) == 10 and all(len(batch) == 10 for batch in recorder.seen)
-    np.testing.assert_array_equal(np.concatenate(recorder.seen[:5]), training.epoch_order(53, 3, 7)[:50])
-    np.testing.assert_array_equal(np.concatenate(recorder.seen[5:]), training.epoch_order(53, 3, 8)[:50])
+    np.testing.assert_array_equal(np.concatenate(recorder.seen[:5]), input_pipeline.epoch_order(53, 3, 7)[:50])
+    np.testing.assert_array_equal(np.concatenate(recorder.seen[5:]), input_pipeline.epoch_order(53, 3, 8)[:50])
 
 
 def test_unshuffled_dataset_is_one_pass_in_order():
     items = np.arange(23)
-    dataset = training.make_dataset(items, items, 10, shuffle=False)
+    dataset = input_pipeline.make_dataset(items, items, 10, shuffle=False)
     batches = [keras.ops.convert_to_numpy(x) for x, _ in (dataset if hasattr(dataset, "element_spec")
                                                           else (dataset[i] for i in range(len(dataset))))]
     assert [len(b) for b in batches] == [10, 10, 3]
@@ -209,8 +210,8 @@ def test_unshuffled_dataset_is_one_pass_in_order():
 
 
 def test_warmup_then_cosine_schedule():
-    config = training.RunConfig.from_profile("cpu", "supcon", batch_size=256, epochs=10)
-    schedule = training.learning_rate_schedule(config, steps_per_epoch=10, epochs=10)
+    config = run_config.RunConfig.from_profile("cpu", "supcon", batch_size=256, epochs=10)
+    schedule = optim.learning_rate_schedule(config, steps_per_epoch=10, epochs=10)
     rates = [float(schedule(step)) for step in (0, 5, 10, 55, 99)]
     peak = config.base_learning_rate
     assert peak == pytest.approx(0.125)  # 0.5 at batch 1024, scaled to 256
@@ -224,12 +225,12 @@ def test_device_choices(monkeypatch):
              ("gpu", (8.0,)): "mixed_bfloat16", ("gpu", (9.0, 9.0)): "mixed_bfloat16", ("gpu", (7.5, 8.0)): "mixed_float16",
              ("tpu", ()): "mixed_bfloat16"}
     for (kind, capabilities), expected in cases.items():
-        monkeypatch.setattr(training, "accelerator_info", lambda k=kind, c=capabilities: (k, list(c)))
-        assert training.select_precision() == expected
+        monkeypatch.setattr(runtime, "accelerator_info", lambda k=kind, c=capabilities: (k, list(c)))
+        assert runtime.select_precision() == expected
         # XLA: always on JAX (jax.jit), on accelerators with TensorFlow, off for TensorFlow on a CPU.
-        assert training.select_jit() is (keras.backend.backend() == "jax" or kind != "cpu")
-    assert training.select_precision("float32") == "float32"
-    assert training.select_jit("on") is True and training.select_jit("off") is False
+        assert runtime.select_jit() is (keras.backend.backend() == "jax" or kind != "cpu")
+    assert runtime.select_precision("float32") == "float32"
+    assert runtime.select_jit("on") is True and runtime.select_jit("off") is False
 
 
 @pytest.mark.parametrize("method, precision", [("ce", "mixed_float16"), ("supcon", "mixed_float16"),
@@ -238,7 +239,7 @@ def test_gpu_settings_train_on_the_cpu(tmp_path, digits_arrays, method, precisio
     # What a GPU reader runs (XLA on, mixed precision: float16 on a T4, bfloat16 from the A100 on),
     # forced on the CPU, where XLA refuses the same operations as on a GPU. Before the augmentation
     # was written with gathers, both recipes failed here at their first step.
-    config = training.RunConfig.from_profile("smoke", method, **dict(
+    config = run_config.RunConfig.from_profile("smoke", method, **dict(
         TINY, train_size=100, batch_size=25, epochs=2, probe_epochs=2, jit_compile="on", precision=precision))
     metrics = training.run(config, tmp_path / method, arrays=digits_arrays).metrics
     assert metrics["jit_compile"] is True and metrics["precision"] == precision
@@ -264,24 +265,49 @@ def test_gpu_settings_train_on_the_cpu(tmp_path, digits_arrays, method, precisio
         (dict(dataset="mnist"), "dataset"),
         (dict(train_size=5), "train_size"),
         (dict(optimizer="lamb"), "optimizer"),
+        (dict(learning_rate=float("inf")), "learning_rate must be a finite number > 0"),
+        (dict(learning_rate=float("nan")), "learning_rate must be a finite number > 0"),
+        (dict(learning_rate=0.0), "learning_rate must be a finite number > 0"),
+        (dict(learning_rate=True), "learning_rate must be a finite number > 0"),
+        (dict(weight_decay=float("inf")), "weight_decay must be a finite number >= 0"),
+        (dict(weight_decay=-1e-4), "weight_decay must be a finite number >= 0"),
+        (dict(probe_learning_rate=float("nan")), "probe_learning_rate must be a finite number > 0"),
+        (dict(warmup_epochs=float("inf")), "warmup_epochs must be a finite number >= 0"),
         (dict(bogus=1), "unknown settings"),
     ],
 )
 def test_invalid_settings(overrides, message):
     with pytest.raises(ValueError, match=message):
-        training.RunConfig.from_profile("smoke", "supcon", **overrides)
+        run_config.RunConfig.from_profile("smoke", "supcon", **overrides)
 
 
 @pytest.mark.parametrize("name, value, message", [
     ("temperature", float("inf"), "finite"), ("temperature", 1e-5, "temperature must be >= "),
     ("temperature", float("nan"), "finite"), ("formulation", "median", "formulation"), ("views", 0, "views"),
+    ("learning_rate", float("inf"), "learning_rate must be a finite number"),
+    ("learning_rate", float("nan"), "learning_rate must be a finite number"),
+    ("weight_decay", float("nan"), "weight_decay must be a finite number"),
 ])
 def test_run_refuses_bad_settings_before_writing_anything(tmp_path, name, value, message):
-    config = training.RunConfig.from_profile("smoke", "supcon", **TINY)
+    config = run_config.RunConfig.from_profile("smoke", "supcon", **TINY)
     setattr(config, name, value)  # a config changed after it was checked
     with pytest.raises(ValueError, match=message):
         training.run(config, tmp_path / "run")
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("strategy", ["mirrored", "tpu"])
+def test_tensorflow_strategies_are_refused_on_other_backends_before_writing_anything(tmp_path, monkeypatch, strategy):
+    # The JAX pass runs this on JAX itself; the TensorFlow pass stands in for another backend.
+    if keras.backend.backend() == "tensorflow":
+        monkeypatch.setattr(keras.backend, "backend", lambda: "jax")
+    with pytest.raises(ValueError, match=f"strategy '{strategy}' needs the TensorFlow backend"):
+        run_config.RunConfig.from_profile("smoke", "supcon", strategy=strategy, **TINY)
+    config = run_config.RunConfig.from_profile("smoke", "supcon", **TINY)
+    config.strategy = strategy  # a config changed after it was checked
+    with pytest.raises(ValueError, match="needs the TensorFlow backend"):
+        training.run(config, tmp_path / "run")
+    assert not (tmp_path / "run").exists()  # no config.json, no lock
 
 
 def _files(folder):
@@ -299,7 +325,7 @@ def test_corrupt_config_json_is_refused_and_left_alone(tmp_path, digits_arrays, 
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     (run_dir / "config.json").write_bytes(contents)
-    config = training.RunConfig.from_profile("smoke", "ce", **dict(TINY, epochs=1))
+    config = run_config.RunConfig.from_profile("smoke", "ce", **dict(TINY, epochs=1))
     with pytest.raises(ValueError, match=message):
         training.run(config, run_dir, arrays=digits_arrays)
     assert _files(run_dir) == {"config.json": contents}  # no lock file, nothing else
@@ -316,15 +342,15 @@ def _dense_model(units=2, extra_layer=False):
 
 
 def _values(model):
-    return [np.array(v.numpy()) for v in training._state_variables(model)]
+    return [np.array(v.numpy()) for v in checkpoint._state_variables(model)]
 
 
 def test_checkpoints_are_keyed_by_variable_path_and_survive_a_rebuild(tmp_path):
     model = _dense_model()
-    saver = training.EpochCheckpointer(tmp_path, "phase")
+    saver = checkpoint.EpochCheckpointer(tmp_path, "phase")
     saver.save(model, 1, {"loss": [1.0]})
     with np.load(tmp_path / "checkpoints" / "phase-epoch0001.npz") as stored:
-        assert list(stored.files) == [v.path for v in training._state_variables(model)]
+        assert list(stored.files) == [v.path for v in checkpoint._state_variables(model)]
     # Built again in this session: Keras numbers its automatic names anew (dense_1, sgd_1, ...).
     rebuilt = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
     rebuilt.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9), loss="mse")
@@ -335,15 +361,15 @@ def test_checkpoints_are_keyed_by_variable_path_and_survive_a_rebuild(tmp_path):
 
 
 def test_checkpoint_of_another_model_is_refused_naming_the_first_difference(tmp_path):
-    saver = training.EpochCheckpointer(tmp_path, "phase")
+    saver = checkpoint.EpochCheckpointer(tmp_path, "phase")
     saver.save(_dense_model(), 1, {})
     other = _dense_model(extra_layer=True)  # one layer more: its kernel is where the two part
     before = _values(other)
-    with pytest.raises(training.CheckpointError, match="its variables are not the model's") as caught:
+    with pytest.raises(checkpoint.CheckpointError, match="its variables are not the model's") as caught:
         saver.load(other)
     assert f"the first variable that differs is {other.variables[2].path!r} in the model" in str(caught.value)
     wider = _dense_model(units=4)
-    with pytest.raises(training.CheckpointError, match=r"kernel' has shape \(3, 2\) there and \(3, 4\) in the model"):
+    with pytest.raises(checkpoint.CheckpointError, match=r"kernel' has shape \(3, 2\) there and \(3, 4\) in the model"):
         saver.load(wider)
     for got, want in zip(_values(other), before):  # refused before any variable changed
         np.testing.assert_array_equal(got, want)
@@ -358,13 +384,13 @@ def test_position_keyed_checkpoints_of_earlier_versions_still_load(tmp_path):
     fresh = _dense_model()
     for variable in fresh.variables:
         variable.assign(np.zeros(variable.shape, variable.dtype))
-    assert training.EpochCheckpointer(tmp_path, "phase").load(fresh) == (2, {})
+    assert checkpoint.EpochCheckpointer(tmp_path, "phase").load(fresh) == (2, {})
     for got, want in zip(_values(fresh), _values(model)):
         np.testing.assert_array_equal(got, want)
     bigger = _dense_model(extra_layer=True)
-    with pytest.raises(training.CheckpointError,
+    with pytest.raises(checkpoint.CheckpointError,
                        match=f"holds {len(_values(model))} variables .* but the model has {len(_values(bigger))}"):
-        training.EpochCheckpointer(tmp_path, "phase").load(bigger)
+        checkpoint.EpochCheckpointer(tmp_path, "phase").load(bigger)
 
 
 @pytest.mark.parametrize("damage, message", [
@@ -376,7 +402,7 @@ def test_position_keyed_checkpoints_of_earlier_versions_still_load(tmp_path):
     ("file outside", "file must name an .npz file"),
 ])
 def test_damaged_checkpoints_are_refused_before_anything_is_written(tmp_path, damage, message):
-    saver = training.EpochCheckpointer(tmp_path, "phase")
+    saver = checkpoint.EpochCheckpointer(tmp_path, "phase")
     saver.save(_dense_model(), 1, {"loss": [0.5]})
     state = json.loads(saver.marker.read_text())
     if damage == "missing npz":
@@ -390,19 +416,19 @@ def test_damaged_checkpoints_are_refused_before_anything_is_written(tmp_path, da
                       "file outside": ("file", "../phase-epoch0001.npz")}[damage]
         saver.marker.write_text(json.dumps({**state, key: value}))
     before = _files(tmp_path)
-    config = training.RunConfig.from_profile("smoke", "ce")
+    config = run_config.RunConfig.from_profile("smoke", "ce")
     for attempt in (saver.epochs_done, lambda: saver.load(_dense_model()),
-                    lambda: training.check_run_dir(tmp_path, config)):
-        with pytest.raises(training.CheckpointError, match=message):
+                    lambda: checkpoint.check_run_dir(tmp_path, config)):
+        with pytest.raises(checkpoint.CheckpointError, match=message):
             attempt()
     assert _files(tmp_path) == before
 
 
 def test_unreadable_checkpoint_variables_are_refused(tmp_path):
-    saver = training.EpochCheckpointer(tmp_path, "phase")
+    saver = checkpoint.EpochCheckpointer(tmp_path, "phase")
     saver.save(_dense_model(), 1, {})
     (saver.folder / "phase-epoch0001.npz").write_bytes(b"PK\x03\x04 not a whole zip file")
-    with pytest.raises(training.CheckpointError, match="phase-epoch0001.npz is unreadable"):
+    with pytest.raises(checkpoint.CheckpointError, match="phase-epoch0001.npz is unreadable"):
         saver.load(_dense_model())
 
 
@@ -414,18 +440,18 @@ def _write_half_then_crash(target, payload):
 
 def test_json_write_crashing_half_way_keeps_the_old_file(tmp_path, monkeypatch):
     path = tmp_path / "metrics.json"
-    training._write_json(path, {"accuracy": 0.5})
+    checkpoint.write_json(path, {"accuracy": 0.5})
     old = path.read_bytes()
     monkeypatch.setattr(pathlib.Path, "write_text", lambda self, text, *a, **k: _write_half_then_crash(self, text.encode()))
     with pytest.raises(KeyboardInterrupt):
-        training._write_json(path, {"accuracy": 0.9, "history": list(range(100))})
+        checkpoint.write_json(path, {"accuracy": 0.9, "history": list(range(100))})
     assert path.read_bytes() == old
     assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]  # no temporary left
 
 
 def test_checkpoint_write_crashing_half_way_keeps_the_last_epoch(tmp_path, monkeypatch):
     model = _dense_model()
-    saver = training.EpochCheckpointer(tmp_path, "phase")
+    saver = checkpoint.EpochCheckpointer(tmp_path, "phase")
     saver.save(model, 1, {"loss": [1.0]})
     saved = _values(model)
     for variable in model.variables:
@@ -434,7 +460,7 @@ def test_checkpoint_write_crashing_half_way_keeps_the_last_epoch(tmp_path, monke
     def savez(file, **arrays):
         _write_half_then_crash(file, b"PK\x03\x04" + b"x" * 1000)
 
-    monkeypatch.setattr(training.np, "savez", savez)
+    monkeypatch.setattr(checkpoint.np, "savez", savez)
     with pytest.raises(KeyboardInterrupt):
         saver.save(model, 2, {"loss": [1.0, 0.5]})
     monkeypatch.undo()
@@ -447,11 +473,11 @@ def test_checkpoint_write_crashing_half_way_keeps_the_last_epoch(tmp_path, monke
 def test_model_save_crashing_half_way_keeps_the_old_file(tmp_path, monkeypatch):
     path = tmp_path / "embedder.keras"
     model = _dense_model()
-    training._save_atomically(model, path)
+    checkpoint.save_model_atomically(model, path)
     old = path.read_bytes()
     monkeypatch.setattr(keras.Model, "save", lambda self, filepath, *a, **k: _write_half_then_crash(filepath, old))
     with pytest.raises(KeyboardInterrupt):
-        training._save_atomically(model, path)
+        checkpoint.save_model_atomically(model, path)
     assert path.read_bytes() == old
     assert [p.name for p in tmp_path.iterdir()] == ["embedder.keras"]
 
@@ -459,28 +485,28 @@ def test_model_save_crashing_half_way_keeps_the_old_file(tmp_path, monkeypatch):
 # -- the run-folder lock (two processes: tests/test_interruptions.py) -------------------------------
 def test_run_lock_is_exclusive_and_leaves_no_file(tmp_path):
     (tmp_path / ".lock").write_text("")  # left by a killed run: nobody holds it
-    with training._RunLock(tmp_path):
+    with checkpoint.RunLock(tmp_path):
         assert (tmp_path / ".lock").exists()
-        with pytest.raises(training.RunFolderBusy, match="in use by another training process"):
-            with training._RunLock(tmp_path):
+        with pytest.raises(checkpoint.RunFolderBusy, match="in use by another training process"):
+            with checkpoint.RunLock(tmp_path):
                 pass
     assert not (tmp_path / ".lock").exists()
-    with training._RunLock(tmp_path):  # and the folder can be taken again
+    with checkpoint.RunLock(tmp_path):  # and the folder can be taken again
         pass
 
 
 def test_profiles():
-    smoke = training.RunConfig.from_profile("smoke", "ce")
+    smoke = run_config.RunConfig.from_profile("smoke", "ce")
     assert smoke.dataset == "digits" and smoke.augmentation_kind == "baseline"
-    gpu_ce, gpu_supcon = (training.RunConfig.from_profile("gpu", method) for method in ("ce", "supcon"))
+    gpu_ce, gpu_supcon = (run_config.RunConfig.from_profile("gpu", method) for method in ("ce", "supcon"))
     assert gpu_ce.dataset == "cifar10" and gpu_ce.train_size is None and gpu_ce.encoder == "resnet18"
     # Compute-matched: as many images through the encoder in both recipes.
     assert gpu_ce.epochs * 1 == gpu_supcon.epochs * gpu_supcon.views
-    full = training.RunConfig.from_profile("full", "supcon")
+    full = run_config.RunConfig.from_profile("full", "supcon")
     assert full.dataset == "cifar10" and full.encoder == "resnet18" and full.augmentation_kind == "supcon"
-    assert training.RunConfig.from_profile("cpu", "ce", epochs=2).epochs == 2  # flags override
+    assert run_config.RunConfig.from_profile("cpu", "ce", epochs=2).epochs == 2  # flags override
     with pytest.raises(ValueError, match="profile"):
-        training.RunConfig.from_profile("huge", "ce")
+        run_config.RunConfig.from_profile("huge", "ce")
     assert data.DIGITS_CLASS_NAMES == tuple("0123456789")
 
 
@@ -488,7 +514,7 @@ def test_profiles():
 def test_embeddings_and_predictions_trace_once(tmp_path, digits_arrays):
     # Every call pads to whole batches of one model: no new trace for other numbers of images
     # (retracing filled the notebooks' outputs with TensorFlow warnings).
-    config = training.RunConfig.from_profile("smoke", "ce", **dict(TINY, train_size=100, epochs=1))
+    config = run_config.RunConfig.from_profile("smoke", "ce", **dict(TINY, train_size=100, epochs=1))
     result = training.run(config, tmp_path / "ce", arrays=digits_arrays)
     x_test = digits_arrays[1][0]
     traces = (result.embedder.predict_function.experimental_get_tracing_count(),

@@ -16,6 +16,8 @@ import sys
 import time
 from pathlib import Path
 
+from supcon_lib.run_config import PROFILES  # reads no Keras
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -23,7 +25,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("names", nargs="*", help="notebook names (default: all notebooks/NN_*.py)")
     parser.add_argument("--out", default="build/notebooks", help="folder for the executed notebooks")
-    parser.add_argument("--profile", default="smoke", choices=["smoke", "cpu", "gpu", "full"])
+    parser.add_argument("--profile", default="smoke", choices=PROFILES)
     parser.add_argument("--timeout", type=int, default=1800, help="seconds per cell")
     args = parser.parse_args(argv)
 
