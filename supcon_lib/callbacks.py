@@ -10,8 +10,10 @@ It only *reads* the model: the images are run in inference mode (``training=Fals
 augmentation, batch-norm running averages), no random generator is drawn from, and no weight or
 batch-norm statistic changes, so a run with the monitor trains exactly as one without it.
 
-Cost: one forward pass over ``max_images`` images per epoch (512 by default, about 5% of an epoch
-of the ``cpu`` profile) and a ``max_images x max_images`` pairwise computation in NumPy.
+Cost: one forward pass over ``max_images`` images per epoch and a ``max_images x max_images``
+pairwise computation in NumPy. ``training.run`` uses 256 held-out images (``RunConfig.monitor_geometry``):
+about 0.2 s per epoch for the ``cpu`` profile's encoder on 2 CPU cores, 2% of its 9-s epoch
+(measured 2026-11-29; 512 images took 0.36 s).
 """
 
 from __future__ import annotations
@@ -54,7 +56,7 @@ class GeometryMonitor(keras.callbacks.Callback):
     """
 
     def __init__(self, images, labels, encoder, preprocess=None, projection_head=None,
-                 max_images: int = 512, seed: int = 0, batch_size: int = 256):
+                 max_images: int = 256, seed: int = 0, batch_size: int = 256):
         super().__init__()
         for value, name in ((max_images, "max_images"), (batch_size, "batch_size")):
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:

@@ -252,8 +252,12 @@ class EpochCheckpointer:
 # ------------------------------------------------------------------------------------------------
 # The run folder: its settings and its lock
 # ------------------------------------------------------------------------------------------------
+# Settings that change how a run reports, not what it trains: a run may resume with other values.
+_NOT_COMPARED = ("verbose", "monitor_geometry")
+
+
 def _saved_settings(config):
-    return {k: v for k, v in config.to_dict().items() if k != "verbose"}
+    return {k: v for k, v in config.to_dict().items() if k not in _NOT_COMPARED}
 
 
 def check_run_dir(run_dir, config):
@@ -273,7 +277,8 @@ def check_run_dir(run_dir, config):
         if not isinstance(existing, dict):
             raise ValueError(f"{config_path}: not the settings of a run (a JSON object), but a "
                              f"{type(existing).__name__}; use another output folder")
-        existing.pop("verbose", None)
+        for key in _NOT_COMPARED:
+            existing.pop(key, None)
         wanted = _saved_settings(config)
         different = sorted(k for k in set(wanted) | set(existing) if wanted.get(k) != existing.get(k))
         if different:

@@ -123,6 +123,10 @@ class RunConfig:
     supcon_weight: float = 1.0  # hybrid: loss = cross-entropy + supcon_weight * SupCon
     queue_size: int = 0  # supcon: > 0 adds a momentum encoder and a queue of this many keys
     key_momentum: float = 0.99  # supcon with a queue: how slowly the key encoder follows
+    # Alignment and uniformity of this many held-out images recorded after every epoch
+    # (callbacks.GeometryMonitor; 0: off). It only reads the model, so it is not compared when a
+    # run is resumed (like verbose).
+    monitor_geometry: int = 256
     verbose: int | str = "auto"
 
     @classmethod
@@ -195,6 +199,9 @@ class RunConfig:
             need(value is None or (isinstance(value, int) and value >= 10),
                  f"{name} must be an integer >= 10 (one image per class at least), found {value!r}")
         need(isinstance(self.seed, int) and self.seed >= 0, f"seed must be a non-negative integer, found {self.seed!r}")
+        need(isinstance(self.monitor_geometry, int) and not isinstance(self.monitor_geometry, bool)
+             and (self.monitor_geometry == 0 or self.monitor_geometry >= 2),
+             f"monitor_geometry must be 0 (off) or a number of images >= 2, found {self.monitor_geometry!r}")
         need(self.loss in LOSSES, f"loss must be one of {list(LOSSES)}, found {self.loss!r}")
         need(self.formulation in losses.FORMULATIONS,
              f"formulation must be one of {list(losses.FORMULATIONS)}, found {self.formulation!r}")

@@ -36,7 +36,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from supcon_lib import checkpoint, data, evaluation, models
+from supcon_lib import callbacks as callbacks_module, checkpoint, data, evaluation, models
 from supcon_lib.checkpoint import EpochCheckpointer
 from supcon_lib.input_pipeline import make_dataset, num_rows
 from supcon_lib.recipe_models import build_compiled_model, inference_model
@@ -114,8 +114,12 @@ def _run_locked(config, run_dir, callbacks, started, x_train, y_train, x_test, y
         phase = "pretrain" if config.method == "supcon" else "train"
         resumed = {name: EpochCheckpointer(run_dir, name).epochs_done() for name in (phase, "probe")}
         inputs = (x_train, y_train) if config.queue_size else x_train  # the queue stores labels
+        head = _projection_head(model)
+        monitors = [callbacks_module.GeometryMonitor(
+            x_test, y_test, encoder, pipeline, head, max_images=min(config.monitor_geometry, len(x_test)),
+            seed=config.seed)] if config.monitor_geometry and len(x_test) >= 2 else []
         history[phase] = fit_epochs(model, inputs, y_train, config.batch_size, config.seed,
-                                    config.epochs, run_dir, phase, callbacks, config.verbose)
+                                    config.epochs, run_dir, phase, [*monitors, *callbacks], config.verbose)
 
         # Replace batch norm's running averages by the statistics of the final weights.
         recalibrate_batch_norm(encoder, x_train, pipeline, config.batch_size)
@@ -159,9 +163,20 @@ def _run_locked(config, run_dir, callbacks, started, x_train, y_train, x_test, y
             "class_names": list(class_names),
         }
         checkpoint.write_json(run_dir / "metrics.json", metrics)
-        return RunResult(metrics, encoder, pipeline, classifier, run_dir, embedder)
+        return RunResult(metrics, encoder, pipeline, classifier, run_dir, embedder, head)
     finally:
         keras.config.set_dtype_policy(previous_policy)
+
+
+def _projection_head(model):
+    """The projection head of a SupCon or hybrid model (the layer named ``projection_head``, or a
+    momentum model's ``head``); None for cross-entropy."""
+    if getattr(model, "head", None) is not None:
+        return model.head
+    try:
+        return model.get_layer("projection_head")
+    except ValueError:
+        return None
 
 
 def _train_probe(config, train_embeddings, train_labels, num_classes, run_dir, strategy, callbacks):
@@ -274,6 +289,8 @@ class RunResult:
     #: images -> features at inference (pipeline + encoder), one model for every call, so that
     #: ``predict`` is traced once; built from ``pipeline`` and ``encoder`` when not given.
     embedder: object = None
+    #: SupCon and hybrid: the projection head (features -> projections); None for cross-entropy.
+    projection_head: object = None
 
     def __post_init__(self):
         if self.embedder is None:
@@ -289,13 +306,23 @@ class RunResult:
         with the mirror images' when the run was evaluated so)."""
         return self._outputs(self.embedder, images, batch_size)
 
-    def predict(self, images, batch_size=256):
-        """Predicted classes of ``images``: the classifier (CE) or the probe on the encoder (SupCon)."""
+    def logits(self, images, batch_size=256):
+        """Class logits ``(N, num_classes)`` of ``images``: the classifier (cross-entropy, hybrid)
+        or the probe on the encoder's features (SupCon), as the run was evaluated."""
         if self.metrics["method"] != "supcon":  # ce, hybrid: images -> logits
-            logits = self._outputs(self.classifier, images, batch_size)
-        else:
-            logits = evaluation.extract_embeddings(self.classifier, self.embed(images, batch_size), 1024)
-        return np.argmax(logits, axis=1)
+            return self._outputs(self.classifier, images, batch_size)
+        return evaluation.extract_embeddings(self.classifier, self.embed(images, batch_size), 1024)
+
+    def predict(self, images, batch_size=256):
+        """Predicted classes of ``images``: the argmax of :meth:`logits`."""
+        return np.argmax(self.logits(images, batch_size), axis=1)
+
+    def project(self, images, batch_size=256):
+        """The projection head's outputs for :meth:`embed`'s features of ``images`` (what the
+        SupCon loss saw, un-normalised). Raises ValueError for a run without a projection head."""
+        if self.projection_head is None:
+            raise ValueError(f"a {self.metrics['method']!r} run has no projection head")
+        return evaluation.extract_embeddings(self.projection_head, self.embed(images, batch_size), 1024)
 
 
 def load_encoder(run_dir):

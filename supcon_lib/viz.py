@@ -14,7 +14,10 @@ __all__ = [
     "plot_class_similarities",
     "plot_class_similarity",
     "plot_confusion_matrix",
+    "plot_corruption_accuracy",
+    "plot_geometry_history",
     "plot_image_grid",
+    "plot_label_efficiency",
     "plot_neighbours",
     "plot_reliability_diagram",
     "plot_spectrum",
@@ -437,6 +440,112 @@ def plot_spectrum(singular_values_by_name, title="Singular-value spectrum of the
     for ax in (share_ax, cumulative_ax):
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_geometry_history(histories, title="Alignment and uniformity during training"):
+    """Alignment and uniformity of held-out embeddings, per epoch, for several runs side by side.
+
+    ``histories``: ``{label: history}``, each a run's history dict (``{metric: [value per
+    epoch]}``) holding the keys that :class:`supcon_lib.callbacks.GeometryMonitor` records
+    (``feature_alignment``, ``feature_uniformity``, and ``projection_*`` where the run had a
+    projection head). Left: alignment (smaller: positives closer); right: uniformity (more
+    negative: points spread more evenly). Solid lines are encoder features, dashed lines
+    projections. Raises ``ValueError`` when no history holds these keys.
+    """
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(11.0, 3.8))
+    drawn = 0
+    for index, (label, history) in enumerate(histories.items()):
+        for space, style in (("feature", "-"), ("projection", "--")):
+            for ax, measure in zip(axes, ("alignment", "uniformity")):
+                values = history.get(f"{space}_{measure}")
+                if values:
+                    ax.plot(np.arange(1, len(values) + 1), values, style, marker=".", color=f"C{index}",
+                            label=f"{label}, {'encoder features' if space == 'feature' else 'projections'}")
+                    drawn += 1
+    if not drawn:
+        raise ValueError("no history holds feature_alignment / feature_uniformity: train with the "
+                         "geometry monitor on (RunConfig.monitor_geometry)")
+    axes[0].set_ylabel("alignment: mean ||z_i - z_j||^2, same class")
+    axes[0].set_title("alignment (lower: classes tighter)")
+    axes[1].set_ylabel("uniformity: log mean exp(-2 ||z_i - z_j||^2)")
+    axes[1].set_title("uniformity (lower: spread more evenly)")
+    for ax in axes:
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_label_efficiency(rows_by_name, title="Accuracy with a fraction of the training labels"):
+    """Linear-probe and kNN test accuracy against the fraction of labelled training images.
+
+    ``rows_by_name``: ``{label: rows}``, rows as :func:`supcon_lib.probes.label_efficiency`
+    returns them. The x axis is logarithmic, each point annotated with the number of labels
+    used. Raises ``ValueError`` for no rows.
+    """
+    plt = _pyplot()
+    if not rows_by_name or not any(rows_by_name.values()):
+        raise ValueError("rows_by_name is empty: pass {label: probes.label_efficiency(...)}")
+    fig, axes = plt.subplots(1, 2, figsize=(11.0, 3.8), sharey=True)
+    for index, (label, rows) in enumerate(rows_by_name.items()):
+        fractions = [row["fraction"] for row in rows]
+        for ax, key in zip(axes, ("linear_accuracy", "knn_accuracy")):
+            ax.plot(fractions, [row[key] for row in rows], marker="o", color=f"C{index}", label=label)
+            if index == 0:
+                for row in rows:
+                    ax.annotate(f"{row['labels']} labels", (row["fraction"], row[key]), fontsize=7,
+                                textcoords="offset points", xytext=(4, -10))
+    for ax, name in zip(axes, ("linear probe", "kNN")):
+        ax.set_xscale("log")
+        ax.set_xlabel("fraction of training labels used")
+        ax.set_title(name)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    axes[0].set_ylabel("test accuracy")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_corruption_accuracy(rows_by_name, title="Accuracy under corruptions"):
+    """Test accuracy against corruption severity, one panel per corruption, runs side by side.
+
+    ``rows_by_name``: ``{label: rows}``, rows as
+    :func:`supcon_lib.robustness.evaluate_under_corruptions` returns them (the clean row is drawn
+    at severity 0 of every panel). Raises ``ValueError`` for no rows or no corrupted rows.
+    """
+    plt = _pyplot()
+    names = []
+    for rows in rows_by_name.values():
+        for row in rows:
+            if row["corruption"] != "clean" and row["corruption"] not in names:
+                names.append(row["corruption"])
+    if not names:
+        raise ValueError("no corrupted rows: pass {label: robustness.evaluate_under_corruptions(...)}")
+    columns = min(3, len(names))
+    rows_count = -(-len(names) // columns)
+    fig, axes = plt.subplots(rows_count, columns, figsize=(3.6 * columns, 2.8 * rows_count),
+                             sharey=True, squeeze=False)
+    for panel, name in enumerate(names):
+        ax = axes.flat[panel]
+        for index, (label, rows) in enumerate(rows_by_name.items()):
+            points = [(r["severity"], r["accuracy"]) for r in rows if r["corruption"] in ("clean", name)]
+            points.sort()
+            ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", color=f"C{index}", label=label)
+        ax.set_title(name.replace("_", " "))
+        ax.set_xlabel("severity (0: clean)")
+        ax.grid(alpha=0.3)
+    for ax in axes.flat[len(names):]:
+        ax.set_visible(False)
+    for ax in axes[:, 0]:
+        ax.set_ylabel("test accuracy")
+    axes.flat[0].legend(fontsize=8)
     fig.suptitle(title)
     fig.tight_layout()
     return fig

@@ -32,6 +32,14 @@ def test_cross_entropy_baseline_learns(tmp_path, digits_arrays):
     assert metrics["history"]["train"]["loss"][-1] < metrics["history"]["train"]["loss"][0]
     assert metrics["test_accuracy"] > 0.5  # chance is 0.1
     assert metrics["knn_accuracy"] > 0.5
+    # The geometry monitor's values, one per epoch; no projection head, so no projection values.
+    history = metrics["history"]["train"]
+    assert len(history["feature_alignment"]) == len(history["feature_uniformity"]) == 6
+    assert all(0 <= a <= 4 for a in history["feature_alignment"])
+    assert all(-8 <= u <= 0 for u in history["feature_uniformity"])
+    assert "projection_alignment" not in history
+    with pytest.raises(ValueError, match="no projection head"):
+        result.project(digits_arrays[1][0][:4])
     on_disk = json.loads((tmp_path / "ce" / "metrics.json").read_text())
     for key in ("method", "dataset", "encoder", "train_size", "test_size", "epochs", "test_accuracy",
                 "knn_accuracy", "train_seconds", "history"):
@@ -48,6 +56,12 @@ def test_supcon_two_phase_learns(tmp_path, digits_arrays):
     assert len(pretrain) == 4 and pretrain[-1] < pretrain[0]
     assert len(metrics["history"]["probe"]["loss"]) == 30
     assert metrics["test_accuracy"] > 0.5 and metrics["knn_accuracy"] > 0.5
+    for key in ("feature_alignment", "feature_uniformity", "projection_alignment", "projection_uniformity"):
+        assert len(metrics["history"]["pretrain"][key]) == 4
+        assert key not in metrics["history"]["probe"]  # the monitor watches phase 1 only
+    x_few = digits_arrays[1][0][:8]
+    assert result.project(x_few).shape == (8, config.projection_dim)
+    np.testing.assert_array_equal(result.predict(x_few), np.argmax(result.logits(x_few), axis=1))
     # The encoder is frozen in phase 2: its saved weights reproduce the embeddings.
     encoder, pipeline, saved_config = training.load_encoder(tmp_path / "supcon")
     assert saved_config.method == "supcon"
@@ -109,6 +123,8 @@ def test_interrupted_run_resumes_to_the_same_weights(interrupted_and_resumed):
     resumed, reference = run["resumed"].metrics, run["reference"].metrics
     assert len(resumed["history"]["pretrain"]["loss"]) == 3
     np.testing.assert_allclose(resumed["history"]["pretrain"]["loss"], reference["history"]["pretrain"]["loss"], rtol=1e-4)
+    for key in ("feature_alignment", "projection_uniformity"):  # the monitor's epochs survive the interruption
+        np.testing.assert_allclose(resumed["history"]["pretrain"][key], reference["history"]["pretrain"][key], rtol=1e-4)
     for got, want in zip(run["resumed"].encoder.get_weights(), run["reference"].encoder.get_weights()):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
     assert abs(resumed["test_accuracy"] - reference["test_accuracy"]) < 0.02
@@ -126,6 +142,10 @@ def test_finished_run_started_again_trains_nothing(interrupted_and_resumed, digi
     assert log.epochs == []
     assert again.metrics["history"] == run["reference"].metrics["history"]
     assert again.metrics["test_accuracy"] == pytest.approx(run["reference"].metrics["test_accuracy"])
+    # The monitor only reads the model: turning it off does not make the folder "other settings".
+    quiet = run_config.RunConfig(**{**run["config"].to_dict(), "monitor_geometry": 0})
+    assert training.run(quiet, run["root"] / "uninterrupted", arrays=digits_arrays).metrics["history"] \
+        == run["reference"].metrics["history"]
 
 
 def test_other_settings_in_the_same_folder_are_refused(interrupted_and_resumed, digits_arrays):
@@ -273,6 +293,9 @@ def test_gpu_settings_train_on_the_cpu(tmp_path, digits_arrays, method, precisio
         (dict(weight_decay=-1e-4), "weight_decay must be a finite number >= 0"),
         (dict(probe_learning_rate=float("nan")), "probe_learning_rate must be a finite number > 0"),
         (dict(warmup_epochs=float("inf")), "warmup_epochs must be a finite number >= 0"),
+        (dict(monitor_geometry=1), "monitor_geometry"),
+        (dict(monitor_geometry=-5), "monitor_geometry"),
+        (dict(monitor_geometry=True), "monitor_geometry"),
         (dict(bogus=1), "unknown settings"),
     ],
 )

@@ -82,3 +82,41 @@ def test_two_phase_curves_put_each_loss_on_its_own_axes_with_reference_lines():
     assert all(ax.get_xlabel() == "epoch" and ax.get_ylabel() and ax.get_title() for ax in fig.axes)
     with pytest.raises(ValueError, match="loss"):
         viz.plot_two_phase_curves({}, probe)
+
+
+def test_geometry_history_draws_each_run_and_space_with_its_values():
+    histories = {"ce": {"feature_alignment": [0.5, 0.4], "feature_uniformity": [-1.0, -1.5], "loss": [2, 1]},
+                 "supcon": {"feature_alignment": [0.6, 0.3, 0.2], "feature_uniformity": [-2, -3, -3.5],
+                            "projection_alignment": [0.7, 0.5, 0.4], "projection_uniformity": [-1, -2, -2.5]}}
+    fig = viz.plot_geometry_history(histories)
+    alignment, uniformity = fig.axes[:2]
+    assert len(alignment.lines) == len(uniformity.lines) == 3  # ce features, supcon features + projections
+    np.testing.assert_array_equal(alignment.lines[2].get_ydata(), [0.7, 0.5, 0.4])
+    assert alignment.lines[2].get_linestyle() == "--"  # projections dashed
+    with pytest.raises(ValueError, match="GeometryMonitor|monitor"):
+        viz.plot_geometry_history({"old run": {"loss": [1.0]}})
+
+
+def test_label_efficiency_plots_both_probes_on_a_log_axis():
+    rows = [{"fraction": f, "labels": int(f * 100), "linear_accuracy": a, "knn_accuracy": k, "k": 1}
+            for f, a, k in ((0.01, 0.3, 0.4), (0.1, 0.6, 0.5), (1.0, 0.8, 0.7))]
+    fig = viz.plot_label_efficiency({"ce": rows, "supcon": rows[::-1][::-1]})
+    linear, knn = fig.axes[:2]
+    assert linear.get_xscale() == "log"
+    np.testing.assert_array_equal(linear.lines[0].get_ydata(), [0.3, 0.6, 0.8])
+    np.testing.assert_array_equal(knn.lines[0].get_ydata(), [0.4, 0.5, 0.7])
+    with pytest.raises(ValueError, match="empty"):
+        viz.plot_label_efficiency({})
+
+
+def test_corruption_accuracy_has_a_panel_per_corruption_starting_from_clean():
+    rows = [{"corruption": "clean", "severity": 0, "accuracy": 0.9},
+            {"corruption": "jpeg", "severity": 1, "accuracy": 0.8}, {"corruption": "jpeg", "severity": 5, "accuracy": 0.5},
+            {"corruption": "contrast", "severity": 5, "accuracy": 0.3}]
+    fig = viz.plot_corruption_accuracy({"ce": rows})
+    visible = [ax for ax in fig.axes if ax.get_visible()]
+    assert [ax.get_title() for ax in visible] == ["jpeg", "contrast"]
+    np.testing.assert_array_equal(visible[0].lines[0].get_xdata(), [0, 1, 5])
+    np.testing.assert_array_equal(visible[0].lines[0].get_ydata(), [0.9, 0.8, 0.5])
+    with pytest.raises(ValueError, match="no corrupted rows"):
+        viz.plot_corruption_accuracy({"ce": rows[:1]})
