@@ -233,4 +233,4 @@ fig = viz.plot_accuracy_against_budget(live, title=f"Live, {PROFILE} profile ({l
 # 2. Change the hybrid's `supcon_weight` to 0.3 and 3. Does the kNN accuracy move with it more than the test accuracy?
 # 3. Run `python benchmarks/recipe_study.py --recipes ce hybrid --budgets 600 --seeds 0 1 2` on your machine. Does the ordering at 10 minutes match the one at 5?
 #
-# This is the last notebook. Back to the start: [01 · Data and augmentation](01_data_and_augmentation.ipynb)
+# **Next:** [08 · What the embedding learned](08_what_the_embedding_learned.ipynb): the geometry behind these numbers, and what an embedding buys beyond test accuracy.
