@@ -14,8 +14,9 @@
 # **Prerequisites:** notebooks 03 (the loss as alignment + repulsion), 04 and 05 (their runs are
 # reused; whatever is missing is trained here), 06 (the t-SNE pictures these numbers go with).
 #
-# **Run time:** with 04 and 05 already run: `smoke` about 30 s, `cpu` about 2 minutes (probes on
-# 10,000 features, 19 evaluations of 2,000 test images per recipe), `gpu` a few minutes.
+# **Run time:** with 04 and 05 already run: `smoke` about 40 s, `cpu` about 3.5 minutes on 2 CPU
+# cores (probes on 10,000 features, 19 evaluations of 2,000 test images per recipe), `gpu` a few
+# minutes.
 
 # %% [markdown]
 # ## Setup
@@ -90,7 +91,10 @@ for label, values in final.items():
 # What to read from the curves (the printed last values are this run's): a falling alignment means
 # images of one class move together on the sphere. Uniformity is 0 when all points coincide, and
 # close to -4 (that is, `-2t`) when they are spread evenly over a high-dimensional sphere, where
-# two random points are at squared distance about 2. Both recipes trade one against the other;
+# two random points are at squared distance about 2. Read the two together: an alignment near 0
+# is only good news if uniformity is well below 0, since points that all sit in one spot are
+# perfectly "aligned" too (a freshly initialised projection head is close to that). Both recipes
+# trade one against the other;
 # on the projections SupCon optimises exactly this pair, while its encoder features, one layer
 # before, are shaped only indirectly.
 #
@@ -136,8 +140,8 @@ print(f"SupCon's projection head: effective rank {before['rank']:.1f} -> {after[
 # The table is this run's answer. Things to look for: whether the projections, which the SupCon
 # loss sees, are more class-collapsed (smaller within/between) than the features below them; and
 # whether the head lowers the effective rank, i.e. whether the encoder keeps directions the loss
-# itself does not use. At short schedules neither recipe is near the collapsed optimum the
-# theory describes: the ratios stay well above 0.
+# itself does not use. The collapsed optimum the theory describes has a ratio of 0: compare the
+# printed ratios with it.
 #
 # ## 3 · Label efficiency
 # A good representation should need few labels. We freeze both encoders, and give a linear probe
