@@ -43,7 +43,7 @@ __all__ = [
 #: What each profile costs, quoted in every notebook's header.
 PROFILE_DESCRIPTIONS = {
     "smoke": "offline: scikit-learn's digits at 32x32, a small ResNet, a few epochs (seconds on a CPU)",
-    "cpu": "real CIFAR-10 subset (10,000 train / 2,000 test), small ResNet (under 5 minutes per method on 2 CPU cores)",
+    "cpu": "real CIFAR-10 subset (10,000 train / 2,000 test), small ResNet (about 5 minutes per method on 2 CPU cores)",
     "gpu": "all of CIFAR-10, ResNet-18, 50 cross-entropy epochs against 25 SupCon epochs of two views "
            "(notebooks 04-06 within an hour on a Colab T4, estimated)",
     "full": "all of CIFAR-10, ResNet-18, the paper-style schedule (hours on a GPU)",
