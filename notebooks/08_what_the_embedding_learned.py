@@ -261,4 +261,4 @@ print(f"\n{len(y_test)} test images: one accuracy has a standard error of at mos
 # 2. Compute `geometry.alignment_of_views` for two augmented views of the test images (`runs["SupCon"].pipeline(x, training=True)`): is SupCon's encoder more invariant to its own augmentation than cross-entropy's?
 # 3. Repeat the label-efficiency study with `seed=1, 2` in `probes.label_efficiency`. How large is the spread at 1% of the labels, compared with the difference between the recipes?
 #
-# This is the last notebook. Back to the start: [01 · Data and augmentation](01_data_and_augmentation.ipynb)
+# **Next:** [09 · Ablations: temperature and batch size](09_ablations.ipynb).

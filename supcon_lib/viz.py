@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 __all__ = [
+    "plot_ablation",
     "plot_accuracy_against_budget",
     "plot_class_similarities",
     "plot_class_similarity",
@@ -546,6 +547,41 @@ def plot_corruption_accuracy(rows_by_name, title="Accuracy under corruptions"):
     for ax in axes[:, 0]:
         ax.set_ylabel("test accuracy")
     axes.flat[0].legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_ablation(rows_by_setting, metrics=(("probe", "linear probe accuracy"), ("knn", "kNN accuracy")),
+                  title="One setting changed at a time"):
+    """Results of one-at-a-time ablations: one row of panels per changed setting, one column per metric.
+
+    ``rows_by_setting``: ``{setting: rows}``, each row a dict holding ``setting`` (the value it
+    was run with) and every key of ``metrics``. ``metrics``: ``(key, axis label)`` pairs. The x
+    axes are logarithmic (temperatures and batch sizes are varied by factors). Raises
+    ``ValueError`` for no rows, or a row without the setting or a metric.
+    """
+    plt = _pyplot()
+    groups = [(setting, rows) for setting, rows in rows_by_setting.items() if rows]
+    if not groups or not metrics:
+        raise ValueError("nothing to draw: pass {setting: rows} and at least one metric")
+    fig, axes = plt.subplots(len(groups), len(metrics), figsize=(3.3 * len(metrics), 2.8 * len(groups)),
+                             squeeze=False)
+    for row_index, (setting, rows) in enumerate(groups):
+        for column, (key, label) in enumerate(metrics):
+            missing = [r for r in rows if setting not in r or key not in r]
+            if missing:
+                raise ValueError(f"a row of {setting!r} lacks {setting!r} or {key!r}: {missing[0]}")
+            points = sorted((r[setting], r[key]) for r in rows)
+            ax = axes[row_index, column]
+            ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", color=f"C{column}")
+            ax.set_xscale("log")
+            ax.set_xticks([p[0] for p in points])
+            ax.set_xticklabels([f"{p[0]:g}" for p in points])
+            ax.minorticks_off()
+            ax.set_xlabel(setting.replace("_", " "))
+            ax.set_ylabel(label, fontsize=8)
+            ax.grid(alpha=0.3)
     fig.suptitle(title)
     fig.tight_layout()
     return fig

@@ -120,3 +120,17 @@ def test_corruption_accuracy_has_a_panel_per_corruption_starting_from_clean():
     np.testing.assert_array_equal(visible[0].lines[0].get_ydata(), [0.9, 0.8, 0.5])
     with pytest.raises(ValueError, match="no corrupted rows"):
         viz.plot_corruption_accuracy({"ce": rows[:1]})
+
+
+def test_ablation_draws_a_row_per_setting_and_a_column_per_metric_sorted_by_value():
+    rows = {"temperature": [{"temperature": 0.5, "probe": 0.4, "knn": 0.3}, {"temperature": 0.05, "probe": 0.6, "knn": 0.5}],
+            "batch_size": [{"batch_size": 64, "probe": 0.5, "knn": 0.45}, {"batch_size": 32, "probe": 0.55, "knn": 0.4}]}
+    fig = viz.plot_ablation(rows, metrics=(("probe", "probe"), ("knn", "kNN")))
+    assert len(fig.axes) == 4
+    np.testing.assert_array_equal(fig.axes[0].lines[0].get_xdata(), [0.05, 0.5])
+    np.testing.assert_array_equal(fig.axes[0].lines[0].get_ydata(), [0.6, 0.4])
+    np.testing.assert_array_equal(fig.axes[3].lines[0].get_ydata(), [0.4, 0.45])
+    with pytest.raises(ValueError, match="lacks"):
+        viz.plot_ablation({"temperature": [{"probe": 0.5}]}, metrics=(("probe", "probe"),))
+    with pytest.raises(ValueError, match="nothing to draw"):
+        viz.plot_ablation({})
