@@ -13,7 +13,7 @@
 # **Prerequisites:** notebooks 03 (temperature in the loss), 05 (two-phase SupCon) and 08 (the geometry).
 #
 # **Run time:** five short runs, each cached in its run folder (a second run of the notebook
-# trains nothing): `smoke` about a minute on a CPU, `cpu` about 10 minutes on 2 cores, `gpu` about
+# trains nothing): `smoke` about a minute on a CPU, `cpu` about 13 minutes on 2 busy cores, `gpu` about
 # 15 minutes.
 
 # %% [markdown]
