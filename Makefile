@@ -25,15 +25,18 @@ demo: setup
 	rm -rf build/runs build/figures  # from scratch: runs of other settings (an older version) are refused
 	$(BIN)/python tools/run_notebooks.py --out build/notebooks
 
-# Library tests in parallel; then the notebooks one after another in their order (06 reuses the
-# runs of 04 and 05), from scratch in build/test-runs; then the backend-agnostic tests on JAX.
+# Library tests in parallel; then the notebooks one after another in their order (06 and 08
+# reuse the runs of 04 and 05), from scratch in build/test-runs; then the backend-specific tests
+# again on Keras' JAX backend (what it leaves out, and why: the markers in tests/conftest.py).
+JAX_TESTS := tests/test_losses.py tests/test_models.py tests/test_augment.py tests/test_training.py \
+	tests/test_benchmarks.py tests/test_hybrid_and_momentum.py
+JAX_LEAVES_OUT := not tensorflow_only and not backend_independent and not jax_redundant
+
 test: setup
 	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) tests
 	rm -rf build/test-runs
 	SUPCON_PROFILE=smoke SUPCON_RUNS_DIR=$(CURDIR)/build/test-runs $(BIN)/python -m pytest --nbmake notebooks
-	KERAS_BACKEND=jax $(BIN)/python -m pytest -n $(PYTEST_WORKERS) -m "not tensorflow_only" \
-		tests/test_losses.py tests/test_models.py tests/test_augment.py tests/test_training.py \
-		tests/test_benchmarks.py tests/test_hybrid_and_momentum.py
+	KERAS_BACKEND=jax $(BIN)/python -m pytest -n $(PYTEST_WORKERS) -m "$(JAX_LEAVES_OUT)" $(JAX_TESTS)
 
 # The wheel, installed on its own (dependencies from PyPI) and used from outside the checkout.
 check-wheel: setup
