@@ -82,3 +82,29 @@ def test_colab_install_names_the_release(source):
     arguments = installs[0].args[0].elts
     assert isinstance(arguments[-1], ast.Name) and arguments[-1].id == "INSTALL_SOURCE", (
         "pip installs INSTALL_SOURCE, nothing else")
+
+
+def run_folders(source):
+    """The run-folder names a notebook uses: the expressions after ``paths.runs_dir() /``."""
+    return set(re.findall(r"runs_dir\(\) / (f?\"[^\"]+\")", source.read_text()))
+
+
+def makefile_notebook_list(name):
+    text = (NOTEBOOKS.parent / "Makefile").read_text().replace("\\\n", " ")
+    match = re.search(rf"^{name} := (.*)$", text, re.MULTILINE)
+    assert match, f"the Makefile defines {name}"
+    return [Path(word).stem for word in match.group(1).split()]
+
+
+def test_notebooks_run_apart_share_no_run_folder():
+    """`make test` runs NB_APART beside the other notebooks, at the same time: none of them may
+    use a run folder that another notebook uses (two processes on one folder refuse each other)."""
+    apart = makefile_notebook_list("NB_APART")
+    assert apart and all((NOTEBOOKS / f"{stem}.py").exists() for stem in apart), apart
+    for stem in apart:
+        mine = run_folders(NOTEBOOKS / f"{stem}.py")
+        for other in SOURCES:
+            if other.stem != stem:
+                assert not mine & run_folders(other), f"{stem} and {other.stem} share run folders"
+    # the check sees folders that chained notebooks share (names compared as written)
+    assert run_folders(NOTEBOOKS / "04_cross_entropy_baseline.py") & run_folders(NOTEBOOKS / "05_supcon_two_phase.py")
