@@ -157,6 +157,42 @@ def test_other_settings_in_the_same_folder_are_refused(interrupted_and_resumed, 
     assert (folder / "config.json").read_text() == before
 
 
+@pytest.mark.parametrize("batch_size", [300, 64])
+def test_batch_norm_recalibration_averages_the_batch_statistics(batch_size):
+    """Every batch-norm layer's moving mean and variance become the mean of its per-batch mean and
+    (biased) variance over the full batches of the first max_images images; nothing else changes."""
+    rng = np.random.default_rng(0)
+    images = rng.normal(2.0, 3.0, size=(1200, 4, 4, 3)).astype("float32")
+    inner = keras.Sequential([keras.layers.Conv2D(5, 3, padding="same"), keras.layers.BatchNormalization(momentum=0.9)])
+    encoder = keras.Sequential([keras.Input((4, 4, 3)), keras.layers.BatchNormalization(momentum=0.9), inner])
+    pipeline = keras.layers.Rescaling(0.5)
+    encoder(images[:2], training=False)
+    first_norm, conv, second_norm = encoder.layers[0], inner.layers[0], inner.layers[1]
+    weights = [np.array(w) for w in encoder.trainable_weights]
+    training.recalibrate_batch_norm(encoder, images, pipeline, batch_size, max_images=1000)
+
+    used = (min(1000, len(images)) // batch_size) * batch_size
+    batches = keras.ops.convert_to_numpy(pipeline(images[:used])).reshape(-1, batch_size, 4, 4, 3)
+    expected_mean = np.mean([b.mean(axis=(0, 1, 2)) for b in batches], axis=0)
+    expected_var = np.mean([b.var(axis=(0, 1, 2)) for b in batches], axis=0)
+    np.testing.assert_allclose(np.array(first_norm.moving_mean), expected_mean, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(np.array(first_norm.moving_variance), expected_var, rtol=1e-4)
+    # The nested layer sees the first layer's output in training mode (normalised by batch statistics).
+    kernel, bias = np.array(conv.kernel), np.array(conv.bias)
+    gamma, beta = np.array(first_norm.gamma), np.array(first_norm.beta)
+    conv_out = []
+    for b in batches:
+        normed = (b - b.mean(axis=(0, 1, 2))) / np.sqrt(b.var(axis=(0, 1, 2)) + first_norm.epsilon) * gamma + beta
+        conv_out.append(keras.ops.convert_to_numpy(keras.ops.conv(normed, kernel, padding="same")) + bias)
+    np.testing.assert_allclose(np.array(second_norm.moving_mean),
+                               np.mean([c.mean(axis=(0, 1, 2)) for c in conv_out], axis=0), rtol=1e-3, atol=1e-4)
+    np.testing.assert_allclose(np.array(second_norm.moving_variance),
+                               np.mean([c.var(axis=(0, 1, 2)) for c in conv_out], axis=0), rtol=1e-3)
+    assert first_norm.momentum == second_norm.momentum == 0.9  # restored
+    for before, after in zip(weights, encoder.trainable_weights):
+        np.testing.assert_array_equal(before, np.array(after))
+
+
 def test_checkpoint_marker_is_the_commit_point(tmp_path):
     model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
     model.compile(optimizer="sgd", loss="mse")
