@@ -317,6 +317,7 @@ def test_bad_arguments(make, message):
         make()
 
 
+@pytest.mark.backend_independent
 def test_no_retired_apis_in_the_repository():
     """tensorflow_addons is retired and layers.experimental is gone in Keras 3."""
     from pathlib import Path

@@ -64,6 +64,8 @@ def test_loss_cost_sections_run():
     assert step["median_ms"] > 0
 
 
+@pytest.mark.jax_redundant("XLA on/off is TensorFlow's switch (JAX always compiles); the recipes it builds "
+                           "train on JAX in test_training.py and test_hybrid_and_momentum.py")
 def test_compile_modes_runs_both_modes(tiny_arrays):
     import compile_modes
 
@@ -78,6 +80,7 @@ def test_compile_modes_runs_both_modes(tiny_arrays):
     assert "| supcon | resnet_small | 16 | 2 |" in compile_modes.markdown(report)
 
 
+@pytest.mark.backend_independent  # cells, resume and report: budget runs, as in the TF pass
 def test_recipe_study_is_resumable(tmp_path, capsys):
     import json
 

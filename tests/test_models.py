@@ -36,6 +36,7 @@ def _random_images(count: int, seed: int = 0) -> np.ndarray:
 
 # --- encoders ---------------------------------------------------------------------------------------
 
+@pytest.mark.backend_independent
 def test_encoder_names_and_feature_dims():
     assert models.ENCODERS == ("resnet18", "resnet_small", "resnet14", "resnet50v2")
     assert models.encoder_feature_dim("resnet18") == 512

@@ -115,6 +115,10 @@ def interrupted_and_resumed(tmp_path_factory, digits_arrays):
                 metrics_after_interrupt=metrics_after_interrupt, root=root, session_seconds=session_seconds)
 
 
+# The resume trio checks checkpoints and the run folder, nothing backend-specific: the JAX pass
+# resumes in test_momentum_recipe_learns_and_resumes_exactly, and its data order is checked by
+# test_fit_visits_every_epoch_in_epoch_order.
+@pytest.mark.backend_independent
 def test_interrupted_run_resumes_to_the_same_weights(interrupted_and_resumed):
     run = interrupted_and_resumed
     assert run["marker"]["epochs_done"] == 1  # the interrupted second epoch was not recorded
@@ -135,6 +139,7 @@ def test_interrupted_run_resumes_to_the_same_weights(interrupted_and_resumed):
     assert run["session_seconds"] < resumed["train_seconds"] <= run["session_seconds"] + earlier
 
 
+@pytest.mark.backend_independent
 def test_finished_run_started_again_trains_nothing(interrupted_and_resumed, digits_arrays):
     run = interrupted_and_resumed
     log = EpochLog()
@@ -148,6 +153,7 @@ def test_finished_run_started_again_trains_nothing(interrupted_and_resumed, digi
         == run["reference"].metrics["history"]
 
 
+@pytest.mark.backend_independent
 def test_other_settings_in_the_same_folder_are_refused(interrupted_and_resumed, digits_arrays):
     folder = interrupted_and_resumed["root"] / "uninterrupted"
     before = (folder / "config.json").read_text()
@@ -193,6 +199,7 @@ def test_batch_norm_recalibration_averages_the_batch_statistics(batch_size):
         np.testing.assert_array_equal(before, np.array(after))
 
 
+@pytest.mark.backend_independent
 def test_checkpoint_marker_is_the_commit_point(tmp_path):
     model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
     model.compile(optimizer="sgd", loss="mse")
@@ -214,6 +221,7 @@ def test_checkpoint_marker_is_the_commit_point(tmp_path):
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["phase-epoch0001.npz", "phase.json"]
 
 
+@pytest.mark.backend_independent
 def test_epoch_order_depends_only_on_seed_and_epoch():
     np.testing.assert_array_equal(input_pipeline.epoch_order(50, 3, 7), input_pipeline.epoch_order(50, 3, 7))
     assert not np.array_equal(input_pipeline.epoch_order(50, 3, 7), input_pipeline.epoch_order(50, 3, 8))
@@ -289,8 +297,12 @@ def test_device_choices(monkeypatch):
     assert runtime.select_jit("on") is True and runtime.select_jit("off") is False
 
 
-@pytest.mark.parametrize("method, precision", [("ce", "mixed_float16"), ("supcon", "mixed_float16"),
-                                               ("supcon", "mixed_bfloat16")])
+@pytest.mark.parametrize("method, precision", [
+    ("ce", "mixed_float16"),
+    pytest.param("supcon", "mixed_float16", marks=pytest.mark.jax_redundant(
+        "float16 on JAX: [ce-mixed_float16]; SupCon under mixed precision: [supcon-mixed_bfloat16]")),
+    ("supcon", "mixed_bfloat16"),
+])
 def test_gpu_settings_train_on_the_cpu(tmp_path, digits_arrays, method, precision):
     # What a GPU reader runs (XLA on, mixed precision: float16 on a T4, bfloat16 from the A100 on),
     # forced on the CPU, where XLA refuses the same operations as on a GPU. Before the augmentation
@@ -305,6 +317,7 @@ def test_gpu_settings_train_on_the_cpu(tmp_path, digits_arrays, method, precisio
     assert keras.config.dtype_policy().name == "float32"  # the run restores the global policy
 
 
+@pytest.mark.backend_independent
 @pytest.mark.parametrize(
     "overrides, message",
     [
@@ -340,6 +353,7 @@ def test_invalid_settings(overrides, message):
         run_config.RunConfig.from_profile("smoke", "supcon", **overrides)
 
 
+@pytest.mark.backend_independent
 @pytest.mark.parametrize("name, value, message", [
     ("temperature", float("inf"), "finite"), ("temperature", 1e-5, "temperature must be >= "),
     ("temperature", float("nan"), "finite"), ("formulation", "median", "formulation"), ("views", 0, "views"),
@@ -373,6 +387,7 @@ def _files(folder):
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
+@pytest.mark.backend_independent
 @pytest.mark.parametrize("contents, message", [
     (b"{not json", "config.json: unreadable"),
     (b"\xff\xfe\x00", "config.json: unreadable"),
@@ -404,6 +419,7 @@ def _values(model):
     return [np.array(v.numpy()) for v in checkpoint._state_variables(model)]
 
 
+@pytest.mark.backend_independent
 def test_checkpoints_are_keyed_by_variable_path_and_survive_a_rebuild(tmp_path):
     model = _dense_model()
     saver = checkpoint.EpochCheckpointer(tmp_path, "phase")
@@ -419,6 +435,7 @@ def test_checkpoints_are_keyed_by_variable_path_and_survive_a_rebuild(tmp_path):
         np.testing.assert_array_equal(got, want)
 
 
+@pytest.mark.backend_independent
 def test_checkpoint_of_another_model_is_refused_naming_the_first_difference(tmp_path):
     saver = checkpoint.EpochCheckpointer(tmp_path, "phase")
     saver.save(_dense_model(), 1, {})
@@ -434,6 +451,7 @@ def test_checkpoint_of_another_model_is_refused_naming_the_first_difference(tmp_
         np.testing.assert_array_equal(got, want)
 
 
+@pytest.mark.backend_independent
 def test_position_keyed_checkpoints_of_earlier_versions_still_load(tmp_path):
     model = _dense_model()
     folder = tmp_path / "checkpoints"
@@ -452,6 +470,7 @@ def test_position_keyed_checkpoints_of_earlier_versions_still_load(tmp_path):
         checkpoint.EpochCheckpointer(tmp_path, "phase").load(bigger)
 
 
+@pytest.mark.backend_independent
 @pytest.mark.parametrize("damage, message", [
     ("missing npz", "the variables file it names, phase-epoch0001.npz, is missing"),
     ("marker not JSON", "unreadable"),
@@ -483,6 +502,7 @@ def test_damaged_checkpoints_are_refused_before_anything_is_written(tmp_path, da
     assert _files(tmp_path) == before
 
 
+@pytest.mark.backend_independent
 def test_unreadable_checkpoint_variables_are_refused(tmp_path):
     saver = checkpoint.EpochCheckpointer(tmp_path, "phase")
     saver.save(_dense_model(), 1, {})
@@ -497,6 +517,7 @@ def _write_half_then_crash(target, payload):
     raise KeyboardInterrupt("simulated crash half-way through a write")
 
 
+@pytest.mark.backend_independent
 def test_json_write_crashing_half_way_keeps_the_old_file(tmp_path, monkeypatch):
     path = tmp_path / "metrics.json"
     checkpoint.write_json(path, {"accuracy": 0.5})
@@ -508,6 +529,7 @@ def test_json_write_crashing_half_way_keeps_the_old_file(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]  # no temporary left
 
 
+@pytest.mark.backend_independent
 def test_checkpoint_write_crashing_half_way_keeps_the_last_epoch(tmp_path, monkeypatch):
     model = _dense_model()
     saver = checkpoint.EpochCheckpointer(tmp_path, "phase")
@@ -529,6 +551,7 @@ def test_checkpoint_write_crashing_half_way_keeps_the_last_epoch(tmp_path, monke
         np.testing.assert_array_equal(got, want)
 
 
+@pytest.mark.backend_independent
 def test_model_save_crashing_half_way_keeps_the_old_file(tmp_path, monkeypatch):
     path = tmp_path / "embedder.keras"
     model = _dense_model()
@@ -542,6 +565,7 @@ def test_model_save_crashing_half_way_keeps_the_old_file(tmp_path, monkeypatch):
 
 
 # -- the run-folder lock (two processes: tests/test_interruptions.py) -------------------------------
+@pytest.mark.backend_independent
 def test_run_lock_is_exclusive_and_leaves_no_file(tmp_path):
     (tmp_path / ".lock").write_text("")  # left by a killed run: nobody holds it
     with checkpoint.RunLock(tmp_path):
@@ -554,6 +578,7 @@ def test_run_lock_is_exclusive_and_leaves_no_file(tmp_path):
         pass
 
 
+@pytest.mark.backend_independent
 def test_profiles():
     smoke = run_config.RunConfig.from_profile("smoke", "ce")
     assert smoke.dataset == "digits" and smoke.augmentation_kind == "baseline"
