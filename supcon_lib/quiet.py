@@ -9,16 +9,25 @@ else is ever swallowed. Call it before anything imports Keras::
 
     from supcon_lib import quiet
     quiet.start()
+
+It also holds back one TensorFlow warning that is a false alarm in a notebook that trains several
+models (:func:`hide_fresh_model_retracing`): "5 out of the last 10 calls to <function
+TensorFlowTrainer.make_predict_function.<locals>.one_step_on_data_distributed ...> triggered
+tf.function retracing". TensorFlow counts traces per Python *code object*, and every Keras model
+makes its own predict (train, test) function from the same code, so five new models, each traced
+once, read as five retracings of one function. A model that really retraces is caught by the
+tests (``tests/test_training.py::test_embeddings_and_predictions_trace_once``), not by this warning.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import sys
 import tempfile
 
-__all__ = ["STARTUP_NOISE", "is_startup_noise", "start"]
+__all__ = ["FRESH_MODEL_RETRACING", "STARTUP_NOISE", "hide_fresh_model_retracing", "is_startup_noise", "start"]
 
 #: Start-up lines of TensorFlow and XLA that say nothing about the reader's code.
 STARTUP_NOISE = (
@@ -35,14 +44,36 @@ STARTUP_NOISE = (
 _NOISE = re.compile("|".join(STARTUP_NOISE))
 
 
+#: TensorFlow's frequent-retracing warning about the step functions Keras makes for every model.
+FRESH_MODEL_RETRACING = re.compile(
+    r"calls to <function TensorFlowTrainer\.make_(?:train|test|predict)_function\.<locals>\.\w+ at 0x[0-9a-f]+> "
+    r"triggered tf\.function retracing")
+
+
+class _FreshModelRetracing(logging.Filter):
+    def filter(self, record):
+        return not FRESH_MODEL_RETRACING.search(record.getMessage())
+
+
+def hide_fresh_model_retracing():
+    """Hold back TensorFlow's retracing warning for Keras' per-model step functions (see the
+    module's docstring; every other log record passes). Installed once on the ``tensorflow``
+    logger; :func:`start` calls it."""
+    logger = logging.getLogger("tensorflow")
+    if not any(isinstance(f, _FreshModelRetracing) for f in logger.filters):
+        logger.addFilter(_FreshModelRetracing())
+
+
 def is_startup_noise(line):
     """Whether the str ``line`` is one of TensorFlow's known start-up lines (a bool)."""
     return bool(_NOISE.search(line))
 
 
 def start():
-    """Import Keras and list the devices with TensorFlow's start-up lines filtered out (once;
-    nothing happens if Keras is already imported). Errors of the import itself propagate."""
+    """Hide the fresh-model retracing warning, then import Keras and list the devices with
+    TensorFlow's start-up lines filtered out (once: the import is skipped if Keras is already
+    imported). Errors of the import itself propagate."""
+    hide_fresh_model_retracing()
     if "keras" in sys.modules:
         return
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's own INFO and WARNING logs

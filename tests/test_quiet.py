@@ -38,3 +38,49 @@ def test_start_passes_on_every_other_line(tmp_path):
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "True"
     assert result.stderr == "a message the reader must see\n"
+
+
+class _Records(list):
+    """A logging handler that keeps the messages it is given."""
+
+    level = 0
+
+    def handle(self, record):
+        self.append(record.getMessage())
+
+
+def test_fresh_model_retracing_warning_is_held_back_and_nothing_else():
+    import logging
+
+    import keras
+    import numpy as np
+
+    logger = logging.getLogger("tensorflow")
+    records = _Records()
+    logger.addHandler(records)
+    saved_filters = list(logger.filters)
+    try:
+        def predict_with_fresh_models():
+            for width in range(1, 8):  # each new model traces its own predict function once
+                model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(width)])
+                model.predict(np.ones((4, 3), "float32"), verbose=0)
+
+        logger.filters = [f for f in logger.filters if not isinstance(f, quiet._FreshModelRetracing)]
+        predict_with_fresh_models()
+        if keras.backend.backend() == "tensorflow":  # the warning exists, and the pattern matches it
+            warned = [m for m in records if "triggered tf.function retracing" in m]
+            assert warned and all(quiet.FRESH_MODEL_RETRACING.search(m) for m in warned), records
+        records.clear()
+        quiet.hide_fresh_model_retracing()
+        quiet.hide_fresh_model_retracing()  # installed once
+        assert sum(isinstance(f, quiet._FreshModelRetracing) for f in logger.filters) == 1
+        predict_with_fresh_models()
+        assert not [m for m in records if "retracing" in m]
+        # Any other message, a retracing warning about another function included, still passes.
+        logger.warning("5 out of the last 5 calls to <function my_step at 0x7f00> triggered tf.function retracing.")
+        logger.warning("something else")
+        assert records == ["5 out of the last 5 calls to <function my_step at 0x7f00> triggered tf.function retracing.",
+                           "something else"]
+    finally:
+        logger.removeHandler(records)
+        logger.filters = saved_filters
