@@ -180,9 +180,19 @@ def select_jit(requested="auto"):
     return keras.backend.backend() == "jax" or accelerator_info()[0] in ("gpu", "tpu")
 
 
+# The strategies made so far in this process, by kind and devices: one per process, reused by
+# every run. Two MirroredStrategy objects in one process number their collective operations from
+# the same keys, and TensorFlow remembers each key's operation: a cross-entropy run (all-reduces)
+# followed by a SupCon run (whose loss all-gathers) in one kernel failed at the first step with
+# "Collective instance ... expected type 0 ... but got type 2" (tests/test_distributed_training.py
+# runs the recipes one after another in one process). A TPU system is initialised once, too.
+_STRATEGIES = {}
+
+
 def select_strategy(requested="auto"):
     """``tf.distribute`` strategy: TPUStrategy on a Colab TPU, MirroredStrategy on several GPUs,
-    the default (one device) otherwise. Other Keras backends get ``None`` (no strategy scope)."""
+    the default (one device) otherwise. Other Keras backends get ``None`` (no strategy scope).
+    A process makes each strategy once and returns the same object to every later run."""
 
     if keras.backend.backend() != "tensorflow":
         if requested in ("mirrored", "tpu"):
@@ -191,15 +201,19 @@ def select_strategy(requested="auto"):
     import tensorflow as tf
 
     if requested == "tpu" or (requested == "auto" and os.environ.get("COLAB_TPU_ADDR")):
-        resolver = tf.distribute.cluster_resolver.TPUClusterResolver()
-        tf.config.experimental_connect_to_cluster(resolver)
-        tf.tpu.experimental.initialize_tpu_system(resolver)
-        return tf.distribute.TPUStrategy(resolver)
+        if "tpu" not in _STRATEGIES:
+            resolver = tf.distribute.cluster_resolver.TPUClusterResolver()
+            tf.config.experimental_connect_to_cluster(resolver)
+            tf.tpu.experimental.initialize_tpu_system(resolver)
+            _STRATEGIES["tpu"] = tf.distribute.TPUStrategy(resolver)
+        return _STRATEGIES["tpu"]
     gpus = tf.config.list_logical_devices("GPU")
     if requested == "mirrored" or (requested == "auto" and len(gpus) > 1):
         # Every GPU; without GPUs, every (logical) CPU device, as the multi-device tests use.
-        devices = [device.name for device in gpus or tf.config.list_logical_devices("CPU")]
-        return tf.distribute.MirroredStrategy(devices=devices)
+        devices = tuple(device.name for device in gpus or tf.config.list_logical_devices("CPU"))
+        if ("mirrored", devices) not in _STRATEGIES:
+            _STRATEGIES["mirrored", devices] = tf.distribute.MirroredStrategy(devices=list(devices))
+        return _STRATEGIES["mirrored", devices]
     return tf.distribute.get_strategy()
 
 

@@ -1,7 +1,9 @@
 """Helper for tests/test_losses_distributed.py, run in its own process (not a test module).
 
-It splits the CPU into two logical devices (this must happen before TensorFlow initialises its
-devices, hence the separate process), then compares, on the same global batch, the losses of
+The CPU is split into two logical devices (this must happen before TensorFlow initialises its
+devices, hence the separate process: tests/distributed_workers.py runs :func:`run` there, together
+with mirrored_training_worker.py's checks; ``python tests/losses_distributed_worker.py`` alone
+prints the same results), then it compares, on the same global batch, the losses of
 ``supcon_lib.losses`` under a two-replica ``MirroredStrategy`` with the single-device ones:
 
 * ``raw``: the functions under ``strategy.run``; the sum over replicas of the returned losses,
@@ -10,8 +12,8 @@ devices, hence the separate process), then compares, on the same global batch, t
 * ``fit``: ``model.compile(loss=SupConLoss(...))`` + one ``model.fit`` step: the reported
   first-step loss and the weights after one SGD step.
 
-It prints one JSON object on its last stdout line: for every check the largest absolute
-difference to the single-device value (and the values themselves, for the messages).
+The results, one JSON object: for every check the largest absolute difference to the
+single-device value (and the values themselves, for the messages).
 """
 
 from __future__ import annotations
@@ -21,19 +23,21 @@ import os
 import sys
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-os.environ["KERAS_BACKEND"] = "tensorflow"
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+if __name__ == "__main__":
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ["KERAS_BACKEND"] = "tensorflow"
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import tensorflow as tf  # noqa: E402
 
-_CPU = tf.config.list_physical_devices("CPU")[0]
-tf.config.set_logical_device_configuration(_CPU, [tf.config.LogicalDeviceConfiguration()] * 2)
+if __name__ == "__main__":
+    _CPU = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(_CPU, [tf.config.LogicalDeviceConfiguration()] * 2)
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from supcon_lib import losses  # noqa: E402
+from supcon_lib import losses, runtime  # noqa: E402
 
 GLOBAL_BATCH = 12
 INPUT_DIM = 5
@@ -199,8 +203,12 @@ def fit_check(strategy, formulation, num_views, label_kind, jit_compile, seed) -
     }
 
 
-def main() -> None:
-    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+def run() -> dict:
+    """The results above; two logical CPU devices must be set up."""
+    # The library's strategy (one per process, shared with the training part when both run in one
+    # process: tests/distributed_workers.py).
+    strategy = runtime.select_strategy("mirrored")
+    assert strategy.num_replicas_in_sync == 2, strategy.extended.worker_devices
     results = {"num_replicas": strategy.num_replicas_in_sync, "raw": {}, "fit": {}}
     raw_cases = {
         # name: (loss, num_views (0: rank-2 features), labels, per-replica batch sizes)
@@ -221,8 +229,8 @@ def main() -> None:
     for index, (name, case) in enumerate(fit_cases.items()):
         results["fit"][name] = fit_check(strategy, *case, seed=100 + index)
     results["fit_seconds"] = time.perf_counter() - started
-    print(json.dumps(results))
+    return results
 
 
 if __name__ == "__main__":
-    main()
+    print(json.dumps(run()))

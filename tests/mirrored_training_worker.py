@@ -1,21 +1,27 @@
-"""Run by test_distributed_training.py in a fresh process (logical devices must be configured
-before TensorFlow starts): one epoch of SupCon on two logical CPU devices and on one device, and
-the SupCon augmentation on both replicas.
+"""For test_distributed_training.py, in a fresh process (logical devices must be configured
+before TensorFlow starts): one epoch of cross-entropy, then of SupCon, on two logical CPU devices
+in one process, SupCon on one device, and the SupCon augmentation on both replicas.
 
-Prints one JSON line: per strategy, the first step's loss, the replica count and the epochs done;
-under "augment", whether the two replicas drew the same views of the same images.
+The tests run :func:`run` from tests/distributed_workers.py, in one process together with
+losses_distributed_worker.py's checks (one TensorFlow start for both). On its own,
+``python tests/mirrored_training_worker.py FOLDER`` prints the same report.
+
+The report (one JSON line): per strategy, the first step's loss, the replica count and the epochs
+done; under "augment", whether the two replicas drew the same views of the same images.
 """
 
 import json
 import os
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+if __name__ == "__main__":
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import tensorflow as tf  # noqa: E402
 
-tf.config.set_logical_device_configuration(
-    tf.config.list_physical_devices("CPU")[0], [tf.config.LogicalDeviceConfiguration()] * 2)
+if __name__ == "__main__":
+    tf.config.set_logical_device_configuration(
+        tf.config.list_physical_devices("CPU")[0], [tf.config.LogicalDeviceConfiguration()] * 2)
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
@@ -53,10 +59,18 @@ def config_for(strategy):
         augmentation="none", strategy=strategy, verbose=0, seed=0)
 
 
-def main(folder):
+def run(folder):
+    """The report above (a dict), training in ``folder``; two logical CPU devices must be set up."""
     # Graph mode only: XLA cannot run under MirroredStrategy on *logical* CPU devices (the CPU
     # cluster is placed on CPU:0 and refuses replica 1's variables, model weights included).
     report = {"augment": replica_views(jit_compile=False)}
+    # A reader's kernel trains several recipes one after another on the same GPUs: cross-entropy
+    # (its step all-reduces) first, then SupCon (its loss also all-gathers) under the same strategy.
+    ce = training.run(run_config.RunConfig.from_profile(
+        "smoke", "ce", train_size=128, test_size=100, batch_size=64, epochs=1, augmentation="none",
+        strategy="mirrored", verbose=0, seed=0), os.path.join(folder, "ce_first"))
+    report["ce_first"] = {"replicas": ce.metrics["replicas"], "epochs": len(ce.metrics["history"]["train"]["loss"]),
+                          "loss_finite": bool(np.isfinite(ce.metrics["history"]["train"]["loss"]).all())}
     for strategy in ("mirrored", "default"):
         # No augmentation: both runs must see exactly the same global batch (the random layers'
         # draws are per replica under a strategy, so augmented views would differ).
@@ -71,8 +85,8 @@ def main(folder):
     # under the strategy) and trains nothing.
     restarted = training.run(config_for("mirrored"), os.path.join(folder, "mirrored"))
     report["mirrored"]["restart_history_equal"] = restarted.metrics["history"] == result_for_mirrored["history"]
-    print(json.dumps(report))
+    return report
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    print(json.dumps(run(sys.argv[1])))

@@ -1,9 +1,9 @@
 """supcon_lib.losses under tf.distribute.MirroredStrategy over two logical CPU devices.
 
 The logical devices must be configured before TensorFlow initialises its devices, which the
-test process has long done, so the checks run in a fresh interpreter
-(tests/losses_distributed_worker.py) started once for the module; it prints its measurements
-as JSON and these tests judge them.
+test process has long done, so the checks (tests/losses_distributed_worker.py) run in a fresh
+interpreter, started once per session by tests/distributed_workers.py for this module and
+test_distributed_training.py; it reports the measurements as JSON and these tests judge them.
 
 Convention under test: each replica returns (sum of its LOCAL anchors' terms) / (GLOBAL number
 of anchors with a positive), contrasting against the all-gathered global batch. Hence
@@ -16,16 +16,10 @@ of anchors with a positive), contrasting against the all-gathered global batch. 
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
-WORKER = Path(__file__).with_name("losses_distributed_worker.py")
-REPO_ROOT = WORKER.parent.parent
+import distributed_workers
+
 TOLERANCE = 1e-5
 
 RAW_CASES = [
@@ -40,20 +34,9 @@ FIT_CASES = ["out_v1_singletons"]
 
 
 @pytest.fixture(scope="module")
-def distributed_results() -> dict:
-    env = dict(os.environ, KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="2",
-               CUDA_VISIBLE_DEVICES="")
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
-    completed = subprocess.run(
-        [sys.executable, str(WORKER)], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
-        timeout=600,
-    )
-    assert completed.returncode == 0, (
-        f"worker failed with exit code {completed.returncode}\n"
-        f"stdout:\n{completed.stdout[-3000:]}\nstderr:\n{completed.stderr[-6000:]}"
-    )
-    last_line = completed.stdout.strip().splitlines()[-1]
-    return json.loads(last_line)
+def distributed_results(tmp_path_factory) -> dict:
+    # Asserts the worker process's exit status 0 and that this part raised nothing.
+    return distributed_workers.report(tmp_path_factory, "losses")
 
 
 def test_worker_ran_two_replicas_and_every_case(distributed_results):
