@@ -14,9 +14,10 @@ the point STOP it writes SIGNAL_FILE and sleeps, holding the run folder, until t
 * ``marker``: while phase 1's second epoch is being checkpointed, after its variables are in
   place, half-way through writing the new marker that commits them (the old one still in place).
 
-The first two use an ordinary Keras callback (``run(..., callbacks=...)``); the last two wrap,
-in this process only, the two library calls that write the files, so the library itself has no
-code for tests.
+Started in the folder of a killed one, it resumes it as ``python -m supcon_lib train`` would (the
+tests chain the four stops in one folder). The first two use an ordinary Keras callback
+(``run(..., callbacks=...)``); the last two wrap, in this process only, the two library calls that
+write the files, so the library itself has no code for tests.
 """
 
 from __future__ import annotations
@@ -37,6 +38,9 @@ WAIT_SECONDS = 300  # killed long before; a worker nobody kills ends by itself
 
 
 def _stop_here(signal_file):
+    # What the session printed ("[pretrain] 1 of 2 epochs already done ...") reaches its log
+    # before the test, told by the signal file, kills it (SIGKILL flushes nothing).
+    sys.stdout.flush()
     Path(signal_file).write_text(str(os.getpid()))
     time.sleep(WAIT_SECONDS)
     sys.exit(3)  # not killed: the test failed to do its part

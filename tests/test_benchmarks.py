@@ -30,12 +30,32 @@ def tiny_arrays():
     return (x_train[:96], y_train[:96]), (x_test[:40], y_test[:40]), data.DIGITS_CLASS_NAMES
 
 
-def test_recipes_budget_and_report(tiny_arrays, monkeypatch):
-    monkeypatch.setattr(speed, "RECIPES", TINY_RECIPES)
-    recipes = speed.bench_recipes(tiny_arrays, steps=1, warmup=1)
+@pytest.fixture(scope="module")
+def recipes(tiny_arrays):
+    """speed.bench_recipes on TINY_RECIPES, measured once for the two tests below (the second
+    only in the TensorFlow pass)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(speed, "RECIPES", TINY_RECIPES)
+        return speed.bench_recipes(tiny_arrays, steps=1, warmup=1)
+
+
+@pytest.fixture(scope="module")
+def pipeline(tiny_arrays):
+    return speed.bench_input_pipeline(tiny_arrays, "resnet_small", 16, steps=2, warmup=1, rounds=2)
+
+
+def test_recipes_and_input_pipeline(recipes, pipeline):
     for name, row in recipes.items():
         assert row["batch_size"] == TINY_RECIPES[name]["batch_size"]
         assert row["images_per_second"] == pytest.approx(row["batch_size"] / row["seconds_per_step"])
+    assert pipeline["rounds"] == 2 and math.isfinite(pipeline["overhead"])
+
+
+# The budget's bookkeeping and the report (the runs in it are one step of each recipe, which train
+# on JAX in test_training.py and test_hybrid_and_momentum.py): in the TensorFlow pass only.
+@pytest.mark.backend_independent
+def test_recipes_budget_and_report(tiny_arrays, recipes, pipeline, monkeypatch):
+    monkeypatch.setattr(speed, "RECIPES", TINY_RECIPES)
     # A zero budget stops pre-training after its first step, whatever the plan was; the probe
     # afterwards is not cut short.
     budget = speed.bench_budget(tiny_arrays, recipes, budget_seconds=0.0, probe_epochs=2)
@@ -43,8 +63,6 @@ def test_recipes_budget_and_report(tiny_arrays, monkeypatch):
         assert row["planned_epochs"] == 1 and row["steps"] == 1
         assert row["images_seen"] == TINY_RECIPES[name]["batch_size"]
         assert 0.0 <= row["test_accuracy"] <= 1.0 and 0.0 <= row["knn_accuracy"] <= 1.0
-    pipeline = speed.bench_input_pipeline(tiny_arrays, "resnet_small", 16, steps=2, warmup=1, rounds=2)
-    assert pipeline["rounds"] == 2 and math.isfinite(pipeline["overhead"])
     report = {"date": "today", "machine": speed.machine(), "data": "digits", "recipes": recipes,
               "budget_seconds": 0.0, "budget_probe_epochs": 2, "budget": budget, "input_pipeline": pipeline,
               "loss_cost": [{"batch_size": 8, "loss_ms": 1.0, "step_ms": 2.0}, {"batch_size": 16, "loss_ms": 3.0}],

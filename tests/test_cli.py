@@ -1,8 +1,6 @@
 """python -m supcon_lib train: a real tiny run, and every error path (exit 2, nothing written)."""
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -11,15 +9,14 @@ from conftest import write_batch
 from supcon_lib import __main__ as cli, checkpoint, run_config
 
 
-def run_cli(*args):
-    return subprocess.run([sys.executable, "-m", "supcon_lib", *args], capture_output=True, text=True, timeout=600)
-
-
-def test_tiny_run_writes_metrics(tmp_path):
+def test_tiny_run_writes_metrics(tmp_path, capsys):
+    # In this process through cli.main, as the other tests here: ``python -m supcon_lib train`` in a
+    # fresh interpreter runs in every test of test_interruptions.py (and its exit status 0 there).
     out = tmp_path / "run"
-    result = run_cli("train", "--method", "ce", "--dataset", "digits", "--train-size", "100", "--test-size", "50",
-                     "--epochs", "1", "--batch-size", "25", "--seed", "3", "--out", str(out))
-    assert result.returncode == 0, result.stderr[-2000:]
+    status = cli.main(["train", "--method", "ce", "--dataset", "digits", "--train-size", "100", "--test-size", "50",
+                       "--epochs", "1", "--batch-size", "25", "--seed", "3", "--out", str(out)])
+    captured = capsys.readouterr()
+    assert status == 0, captured.err[-2000:]
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["method"] == "ce" and metrics["dataset"] == "digits" and metrics["seed"] == 3
     assert metrics["train_size"] == 100 and metrics["test_size"] == 50 and metrics["epochs"] == 1
@@ -27,7 +24,7 @@ def test_tiny_run_writes_metrics(tmp_path):
     # already reads the digits (measured 0.62): that floor is known.
     assert 0.0 <= metrics["test_accuracy"] <= 1.0 and metrics["knn_accuracy"] > 0.3
     assert metrics["train_seconds"] > 0 and len(metrics["history"]["train"]["loss"]) == 1
-    assert '"test_accuracy"' in result.stdout
+    assert '"test_accuracy"' in captured.out
 
 
 @pytest.mark.parametrize(

@@ -322,10 +322,23 @@ def test_full_standard_layout(tmp_path):
     rng = np.random.default_rng(7)
     folder = tmp_path / "cifar-10-batches-py"
     folder.mkdir()
-    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+    # One random block of 10,000 images, shifted by the batch's number (uint8, modulo 256) so
+    # that every batch holds other pixels; the labels are drawn for each batch.
+    block = rng.integers(0, 256, (10_000, 32, 32, 3), dtype=np.uint8)
+    names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+    written = {}
+    for number, name in enumerate(names):
         labels = rng.integers(0, 10, 10_000)
-        write_batch(folder / name, rng.integers(0, 256, (10_000, 32, 32, 3), dtype=np.uint8), labels)
+        write_batch(folder / name, block + np.uint8(number), labels)
+        written[name] = labels
     (x_train, y_train), (x_test, y_test) = data.load_cifar10(tmp_path)
     assert x_train.shape == (50_000, 32, 32, 3) and y_train.shape == (50_000,)
     assert x_test.shape == (10_000, 32, 32, 3) and y_test.shape == (10_000,)
+    assert x_train.dtype == x_test.dtype == np.uint8
     assert y_train.min() >= 0 and y_train.max() <= 9
+    # Each batch in its place, in order: its labels, and one of its rows (a random one).
+    np.testing.assert_array_equal(y_train, np.concatenate([written[name] for name in names[:5]]))
+    np.testing.assert_array_equal(y_test, written["test_batch"])
+    for number, (images, start) in enumerate([(x_train, 10_000 * i) for i in range(5)] + [(x_test, 0)]):
+        row = int(rng.integers(0, 10_000))
+        np.testing.assert_array_equal(images[start + row], block[row] + np.uint8(number))

@@ -3,9 +3,11 @@
 A worker process (tests/interruption_worker.py) trains a small SupCon run (the smoke profile on
 200 digits) and stops at a chosen point: in phase 1, in the probe, half-way through writing a
 checkpoint's variables, or before the marker that commits them. The test kills it there
-(SIGKILL: nothing runs after it, as when a Colab session disconnects), then runs
-``python -m supcon_lib train`` with the same settings and folder, and compares the result with an
-uninterrupted run of that command: everything but wall times must agree.
+(SIGKILL: nothing runs after it, as when a Colab session disconnects). The four interruptions
+happen one after another in one run folder, each worker resuming what the killed one left;
+then ``python -m supcon_lib train`` with the same settings and folder finishes the run, and the
+result is compared with an uninterrupted run of that command: everything but wall times must
+agree (so each of the resumes was exact).
 
 Also here: the run-folder lock between two processes, and that two fresh runs with one seed on
 one machine give the same metrics. (POSIX only, like the lock: SIGKILL and flock.)
@@ -71,6 +73,11 @@ def start_worker(run_dir, stop, logs):
     return process
 
 
+def worker_log(run_dir, stop, logs):
+    """What the worker of ``start_worker(run_dir, stop, logs)`` printed before it was killed."""
+    return (logs / f"{run_dir.name}-{stop}.log").read_text()
+
+
 def kill(process):
     process.send_signal(signal.SIGKILL)
     process.wait(timeout=60)
@@ -129,11 +136,28 @@ def test_two_fresh_runs_with_one_seed_agree(uninterrupted, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def killed_in_phase_one(tmp_path_factory):
-    """A worker paused in phase 1's second epoch; a second process tries the same folder; the
-    worker is killed; the command is started again and runs to the end."""
-    logs = tmp_path_factory.mktemp("phase1")
+def interrupted_chain(tmp_path_factory):
+    """One run folder through every kind of interruption, each session resuming the last one's:
+
+    1. a worker paused in phase 1's second epoch; a second process tries the same folder; the
+       worker is killed;
+    2. a worker (resuming after epoch 1) killed half-way through writing epoch 2's variables;
+    3. a worker killed after epoch 2's variables are in place, with the marker that commits them
+       half written;
+    4. a worker (resuming after epoch 1 again) killed in the probe's second epoch;
+    5. the command started again runs to the end.
+
+    The state at each stop is recorded here and judged by the tests below. Every session resumes
+    the previous one's checkpoints, so the final metrics equal an uninterrupted run's only if
+    every one of the four resumes was exact (one chain: 8 processes for the module, not 10,
+    and phase 1 is trained from scratch once instead of three times).
+    """
+    logs = tmp_path_factory.mktemp("chain")
     run_dir = logs / "run"
+    checkpoints = run_dir / "checkpoints"
+    half_written = checkpoints / ".pretrain-epoch0002.npz.tmp.npz"
+    stops = {}
+    # 1. Killed in phase 1 while a second process tries the folder.
     worker = start_worker(run_dir, "phase1", logs)
     try:
         held = files(run_dir)
@@ -141,61 +165,75 @@ def killed_in_phase_one(tmp_path_factory):
         after_second = files(run_dir)
     finally:
         kill(worker)
-    state = dict(marker=marker(run_dir, "pretrain"), metrics=(run_dir / "metrics.json").exists(),
-                 probe=(run_dir / "checkpoints" / "probe.json").exists())
+    stops["phase1"] = dict(marker=marker(run_dir, "pretrain"), metrics=(run_dir / "metrics.json").exists(),
+                           probe=(checkpoints / "probe.json").exists())
+    # 2. Killed half-way through writing epoch 2's variables.
+    kill(start_worker(run_dir, "npz", logs))
+    stops["npz"] = dict(log=worker_log(run_dir, "npz", logs), half_written=half_written.exists(),
+                        half_written_is_zip=half_written.exists() and zipfile.is_zipfile(half_written),
+                        marker=marker(run_dir, "pretrain"))
+    # 3. Killed while the marker that commits epoch 2 is half written.
+    kill(start_worker(run_dir, "marker", logs))
+    stops["marker"] = dict(half_written=half_written.exists(),
+                           epoch2_is_zip=zipfile.is_zipfile(checkpoints / "pretrain-epoch0002.npz"),
+                           marker_tmp=(checkpoints / ".pretrain.json.tmp").exists(),
+                           marker=marker(run_dir, "pretrain"))
+    # 4. Killed in the probe's second epoch.
+    kill(start_worker(run_dir, "probe", logs))
+    stops["probe"] = dict(log=worker_log(run_dir, "probe", logs), pretrain=marker(run_dir, "pretrain"),
+                          probe=marker(run_dir, "probe"), metrics=(run_dir / "metrics.json").exists())
+    # 5. The command, started again, finishes the run.
     metrics, stdout = train_to_the_end(run_dir)
-    return dict(run_dir=run_dir, held=held, second=second, after_second=after_second, state=state,
-                metrics=metrics, stdout=stdout)
+    return dict(run_dir=run_dir, held=held, second=second, after_second=after_second, stops=stops,
+                metrics=metrics, stdout=stdout, checkpoints=sorted(path.name for path in checkpoints.iterdir()),
+                lock=(run_dir / ".lock").exists())
 
 
-def test_a_second_process_is_refused_while_the_first_holds_the_folder(killed_in_phase_one):
-    second = killed_in_phase_one["second"]
+def test_a_second_process_is_refused_while_the_first_holds_the_folder(interrupted_chain):
+    second = interrupted_chain["second"]
     assert second.returncode == 2
     assert "in use by another training process" in second.stderr and "Traceback" not in second.stderr
-    assert ".lock" in killed_in_phase_one["held"]  # the first process held it...
-    assert killed_in_phase_one["after_second"] == killed_in_phase_one["held"]  # ...and nothing was written
+    assert ".lock" in interrupted_chain["held"]  # the first process held it...
+    assert interrupted_chain["after_second"] == interrupted_chain["held"]  # ...and nothing was written
 
 
-def test_kill_in_phase_one_then_resume_matches_an_uninterrupted_run(killed_in_phase_one, uninterrupted):
-    run = killed_in_phase_one
-    assert run["state"]["marker"]["epochs_done"] == 1  # killed in the second epoch
-    assert not run["state"]["metrics"] and not run["state"]["probe"]
-    assert "[pretrain] 1 of 2 epochs already done" in run["stdout"]  # resumed, not started over
+def test_kill_in_phase_one_then_resume_matches_an_uninterrupted_run(interrupted_chain, uninterrupted):
+    run, state = interrupted_chain, interrupted_chain["stops"]["phase1"]
+    assert state["marker"]["epochs_done"] == 1  # killed in the second epoch
+    assert not state["metrics"] and not state["probe"]
+    # The next session (the "npz" worker; fit_epochs prints this line whatever ``verbose`` is)
+    # resumed, not started over.
+    assert "[pretrain] 1 of 2 epochs already done" in run["stops"]["npz"]["log"]
     assert_same_run(run["metrics"], uninterrupted)
     # The killed session's epoch counts in the wall time, and no lock file outlives the run.
-    assert run["metrics"]["history"]["pretrain"]["seconds"][0] == run["state"]["marker"]["history"]["seconds"][0]
-    assert not (run["run_dir"] / ".lock").exists()
+    assert run["metrics"]["history"]["pretrain"]["seconds"][0] == state["marker"]["history"]["seconds"][0]
+    assert not run["lock"]
 
 
-def test_kill_in_the_probe_then_resume_matches_an_uninterrupted_run(tmp_path, uninterrupted):
-    run_dir = tmp_path / "run"
-    kill(start_worker(run_dir, "probe", tmp_path))
-    assert marker(run_dir, "pretrain")["epochs_done"] == 2 and marker(run_dir, "probe")["epochs_done"] == 1
-    assert not (run_dir / "metrics.json").exists()
-    metrics, stdout = train_to_the_end(run_dir)
+def test_kill_in_the_probe_then_resume_matches_an_uninterrupted_run(interrupted_chain, uninterrupted):
+    run, state = interrupted_chain, interrupted_chain["stops"]["probe"]
+    assert state["pretrain"]["epochs_done"] == 2 and state["probe"]["epochs_done"] == 1
+    assert not state["metrics"]
+    stdout = run["stdout"]
     assert "[pretrain] 2 of 2 epochs already done" in stdout and "[probe] 1 of 3 epochs already done" in stdout
-    assert_same_run(metrics, uninterrupted)
+    assert_same_run(run["metrics"], uninterrupted)
 
 
-def test_kills_while_a_checkpoint_is_written_then_resume_matches(tmp_path, uninterrupted):
-    run_dir = tmp_path / "run"
-    checkpoints = run_dir / "checkpoints"
+def test_kills_while_a_checkpoint_is_written_then_resume_matches(interrupted_chain, uninterrupted):
+    run, stops = interrupted_chain, interrupted_chain["stops"]
     # 1. Killed half-way through writing epoch 2's variables: epoch 1 stays the last one.
-    kill(start_worker(run_dir, "npz", tmp_path))
-    half_written = checkpoints / ".pretrain-epoch0002.npz.tmp.npz"
-    assert half_written.exists() and not zipfile.is_zipfile(half_written)
-    assert marker(run_dir, "pretrain")["epochs_done"] == 1
+    assert stops["npz"]["half_written"] and not stops["npz"]["half_written_is_zip"]
+    assert stops["npz"]["marker"]["epochs_done"] == 1
     # 2. Started again (a worker again), killed after epoch 2's variables are in place but while
     #    the marker that commits them is half written: the old marker still names epoch 1.
-    kill(start_worker(run_dir, "marker", tmp_path))
-    assert not half_written.exists()  # the second session removed the first one's leftovers
-    assert zipfile.is_zipfile(checkpoints / "pretrain-epoch0002.npz")
-    assert (checkpoints / ".pretrain.json.tmp").exists()
-    assert marker(run_dir, "pretrain")["epochs_done"] == 1
-    # 3. The command started again finishes the run as if it had never been interrupted.
-    metrics, stdout = train_to_the_end(run_dir)
-    assert "[pretrain] 1 of 2 epochs already done" in stdout
-    assert_same_run(metrics, uninterrupted)
-    assert sorted(path.name for path in checkpoints.iterdir()) == [
+    assert not stops["marker"]["half_written"]  # the second session removed the first one's leftovers
+    assert stops["marker"]["epoch2_is_zip"]
+    assert stops["marker"]["marker_tmp"]
+    assert stops["marker"]["marker"]["epochs_done"] == 1
+    # 3. The session started after that (the "probe" worker) resumed from epoch 1, and the run,
+    #    finished by the command, is as if it had never been interrupted.
+    assert "[pretrain] 1 of 2 epochs already done" in stops["probe"]["log"]
+    assert_same_run(run["metrics"], uninterrupted)
+    assert run["checkpoints"] == [
         "pretrain-epoch0002.npz", "pretrain.json", "probe-epoch0003.npz", "probe.json"]  # no temporaries
-    assert not (run_dir / ".lock").exists()
+    assert not run["lock"]

@@ -23,9 +23,17 @@ def digits_arrays():
     return training.load_data(config)
 
 
-def test_cross_entropy_baseline_learns(tmp_path, digits_arrays):
+@pytest.fixture(scope="module")
+def ce_run(tmp_path_factory, digits_arrays):
+    """The run of test_cross_entropy_baseline_learns (its folder and result), trained once for it
+    and test_embeddings_and_predictions_trace_once."""
+    run_dir = tmp_path_factory.mktemp("ce_run") / "ce"
     config = run_config.RunConfig.from_profile("smoke", "ce", epochs=6, **TINY)
-    result = training.run(config, tmp_path / "ce", arrays=digits_arrays)
+    return run_dir, training.run(config, run_dir, arrays=digits_arrays)
+
+
+def test_cross_entropy_baseline_learns(ce_run, digits_arrays):
+    run_dir, result = ce_run
     metrics = result.metrics
     assert metrics["method"] == "ce" and metrics["epochs"] == 6
     assert len(metrics["history"]["train"]["loss"]) == 6
@@ -40,12 +48,12 @@ def test_cross_entropy_baseline_learns(tmp_path, digits_arrays):
     assert "projection_alignment" not in history
     with pytest.raises(ValueError, match="no projection head"):
         result.project(digits_arrays[1][0][:4])
-    on_disk = json.loads((tmp_path / "ce" / "metrics.json").read_text())
+    on_disk = json.loads((run_dir / "metrics.json").read_text())
     for key in ("method", "dataset", "encoder", "train_size", "test_size", "epochs", "test_accuracy",
                 "knn_accuracy", "train_seconds", "history"):
         assert key in on_disk
     assert on_disk["test_accuracy"] == metrics["test_accuracy"]
-    assert not list((tmp_path / "ce").rglob("*.tmp*"))  # atomic writes leave no temporaries
+    assert not list(run_dir.rglob("*.tmp*"))  # atomic writes leave no temporaries
 
 
 def test_supcon_two_phase_learns(tmp_path, digits_arrays):
@@ -595,11 +603,11 @@ def test_profiles():
 
 
 @pytest.mark.tensorflow_only  # tf.function's trace counter
-def test_embeddings_and_predictions_trace_once(tmp_path, digits_arrays):
+def test_embeddings_and_predictions_trace_once(ce_run, digits_arrays):
     # Every call pads to whole batches of one model: no new trace for other numbers of images
-    # (retracing filled the notebooks' outputs with TensorFlow warnings).
-    config = run_config.RunConfig.from_profile("smoke", "ce", **dict(TINY, train_size=100, epochs=1))
-    result = training.run(config, tmp_path / "ce", arrays=digits_arrays)
+    # (retracing filled the notebooks' outputs with TensorFlow warnings). The trained run of
+    # test_cross_entropy_baseline_learns serves: the trace counts are taken here, before and after.
+    _, result = ce_run
     x_test = digits_arrays[1][0]
     traces = (result.embedder.predict_function.experimental_get_tracing_count(),
               result.classifier.predict_function.experimental_get_tracing_count())
