@@ -182,29 +182,29 @@ def test_batch_norm_recalibration_averages_the_batch_statistics(batch_size):
     pipeline = keras.layers.Rescaling(0.5)
     encoder(images[:2], training=False)
     first_norm, conv, second_norm = encoder.layers[0], inner.layers[0], inner.layers[1]
-    weights = [np.array(w) for w in encoder.trainable_weights]
+    weights = [keras.ops.convert_to_numpy(w) for w in encoder.trainable_weights]
     training.recalibrate_batch_norm(encoder, images, pipeline, batch_size, max_images=1000)
 
     used = (min(1000, len(images)) // batch_size) * batch_size
     batches = keras.ops.convert_to_numpy(pipeline(images[:used])).reshape(-1, batch_size, 4, 4, 3)
     expected_mean = np.mean([b.mean(axis=(0, 1, 2)) for b in batches], axis=0)
     expected_var = np.mean([b.var(axis=(0, 1, 2)) for b in batches], axis=0)
-    np.testing.assert_allclose(np.array(first_norm.moving_mean), expected_mean, rtol=1e-4, atol=1e-5)
-    np.testing.assert_allclose(np.array(first_norm.moving_variance), expected_var, rtol=1e-4)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(first_norm.moving_mean), expected_mean, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(first_norm.moving_variance), expected_var, rtol=1e-4)
     # The nested layer sees the first layer's output in training mode (normalised by batch statistics).
-    kernel, bias = np.array(conv.kernel), np.array(conv.bias)
-    gamma, beta = np.array(first_norm.gamma), np.array(first_norm.beta)
+    kernel, bias = keras.ops.convert_to_numpy(conv.kernel), keras.ops.convert_to_numpy(conv.bias)
+    gamma, beta = keras.ops.convert_to_numpy(first_norm.gamma), keras.ops.convert_to_numpy(first_norm.beta)
     conv_out = []
     for b in batches:
         normed = (b - b.mean(axis=(0, 1, 2))) / np.sqrt(b.var(axis=(0, 1, 2)) + first_norm.epsilon) * gamma + beta
         conv_out.append(keras.ops.convert_to_numpy(keras.ops.conv(normed, kernel, padding="same")) + bias)
-    np.testing.assert_allclose(np.array(second_norm.moving_mean),
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(second_norm.moving_mean),
                                np.mean([c.mean(axis=(0, 1, 2)) for c in conv_out], axis=0), rtol=1e-3, atol=1e-4)
-    np.testing.assert_allclose(np.array(second_norm.moving_variance),
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(second_norm.moving_variance),
                                np.mean([c.var(axis=(0, 1, 2)) for c in conv_out], axis=0), rtol=1e-3)
     assert first_norm.momentum == second_norm.momentum == 0.9  # restored
     for before, after in zip(weights, encoder.trainable_weights):
-        np.testing.assert_array_equal(before, np.array(after))
+        np.testing.assert_array_equal(before, keras.ops.convert_to_numpy(after))
 
 
 @pytest.mark.backend_independent
