@@ -29,7 +29,7 @@ demo: setup
 # run side by side: the notebooks that share run folders (04 and 05 train what 06 and 08 reuse) in
 # their order, and those that read no other notebook's runs (NB_APART; 09 keeps folders of its
 # own; tests/test_notebooks.py checks); then the backend-specific tests again on Keras' JAX
-# backend (what it leaves out, and why: the markers in tests/conftest.py).
+# backend (what it leaves out, and why: the markers on the tests, described in tests/conftest.py).
 JAX_TESTS := tests/test_losses.py tests/test_models.py tests/test_augment.py tests/test_training.py \
 	tests/test_benchmarks.py tests/test_hybrid_and_momentum.py
 JAX_LEAVES_OUT := not tensorflow_only and not backend_independent and not jax_redundant
