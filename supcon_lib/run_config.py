@@ -44,7 +44,7 @@ _PROFILE_SETTINGS = {
         "hybrid": dict(epochs=5, views=1),
     },
     # Real CIFAR-10 images on 2 CPU cores in at most 5 minutes per method (measured 2026-11-29:
-    # 288-295 s a command; the README's results). The recipe from benchmarks/recipe_study.py, at
+    # 288-293 s a command; the README's results). The recipe from benchmarks/recipe_study.py, at
     # batch 128; cross-entropy takes batch 64, twice the steps in about the same time (0.749
     # against 0.736 in the tuning runs). The hybrid keeps 128: as accurate over five seeds as at
     # 64 (0.740 against 0.739 on four), 10% faster an epoch, and twice the positives per anchor
