@@ -40,7 +40,6 @@ STARTUP_NOISE = (
     r"Unable to register cu(DNN|FFT|BLAS) factory",
     r"computation placer already registered",
     r"TF-TRT Warning: Could not find TensorRT",
-    r"oneDNN supports DT_HALF only on platforms with AVX-512",
 )
 _NOISE = re.compile("|".join(STARTUP_NOISE))
 
@@ -88,11 +87,10 @@ def start():
             if keras.backend.backend() == "tensorflow":
                 import tensorflow as tf
 
+                # Lists the devices without initialising them: a reader may still configure
+                # them afterwards (memory growth, logical devices). Running an operation here
+                # would forbid that.
                 tf.config.list_physical_devices()
-                # On CPUs without AVX-512, oneDNN says once per process, at the first float16
-                # matrix product, that it falls back for float16: said here, with the other
-                # start-up lines, rather than under a notebook's first float16 cell.
-                keras.ops.matmul(keras.ops.ones((2, 2), "float16"), keras.ops.ones((2, 2), "float16"))
         finally:
             os.dup2(saved, 2)
             os.close(saved)
