@@ -1,9 +1,8 @@
 """Helper for tests/test_losses_distributed.py, run in its own process (not a test module).
 
 The CPU is split into two logical devices (this must happen before TensorFlow initialises its
-devices, hence the separate process: tests/distributed_workers.py runs :func:`run` there, together
-with mirrored_training_worker.py's checks; ``python tests/losses_distributed_worker.py`` alone
-prints the same results), then it compares, on the same global batch, the losses of
+devices, hence the separate process: tests/distributed_workers.py sets them up and runs
+:func:`run` there, together with mirrored_training_worker.py's checks), then it compares, on the same global batch, the losses of
 ``supcon_lib.losses`` under a two-replica ``MirroredStrategy`` with the single-device ones:
 
 * ``raw``: the functions under ``strategy.run``; the sum over replicas of the returned losses,
@@ -18,26 +17,13 @@ single-device value (and the values themselves, for the messages).
 
 from __future__ import annotations
 
-import json
-import os
-import sys
 import time
 
-if __name__ == "__main__":
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    os.environ["KERAS_BACKEND"] = "tensorflow"
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import keras
+import numpy as np
+import tensorflow as tf
 
-import tensorflow as tf  # noqa: E402
-
-if __name__ == "__main__":
-    _CPU = tf.config.list_physical_devices("CPU")[0]
-    tf.config.set_logical_device_configuration(_CPU, [tf.config.LogicalDeviceConfiguration()] * 2)
-
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-
-from supcon_lib import losses, runtime  # noqa: E402
+from supcon_lib import losses, runtime
 
 GLOBAL_BATCH = 12
 INPUT_DIM = 5
@@ -230,7 +216,3 @@ def run() -> dict:
         results["fit"][name] = fit_check(strategy, *case, seed=100 + index)
     results["fit_seconds"] = time.perf_counter() - started
     return results
-
-
-if __name__ == "__main__":
-    print(json.dumps(run()))

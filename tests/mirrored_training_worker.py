@@ -2,31 +2,20 @@
 before TensorFlow starts): one epoch of cross-entropy, then of SupCon, on two logical CPU devices
 in one process, SupCon on one device, and the SupCon augmentation on both replicas.
 
-The tests run :func:`run` from tests/distributed_workers.py, in one process together with
-losses_distributed_worker.py's checks (one TensorFlow start for both). On its own,
-``python tests/mirrored_training_worker.py FOLDER`` prints the same report.
+tests/distributed_workers.py sets the devices up and runs :func:`run`, in one process together
+with losses_distributed_worker.py's checks (one TensorFlow start for both).
 
-The report (one JSON line): per strategy, the first step's loss, the replica count and the epochs
+The report: per strategy, the first step's loss, the replica count and the epochs
 done; under "augment", whether the two replicas drew the same views of the same images.
 """
 
-import json
 import os
-import sys
 
-if __name__ == "__main__":
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+import keras
+import numpy as np
+import tensorflow as tf
 
-import tensorflow as tf  # noqa: E402
-
-if __name__ == "__main__":
-    tf.config.set_logical_device_configuration(
-        tf.config.list_physical_devices("CPU")[0], [tf.config.LogicalDeviceConfiguration()] * 2)
-
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-
-from supcon_lib import augment, run_config, runtime, training  # noqa: E402
+from supcon_lib import augment, run_config, runtime, training
 
 
 class FirstStepLoss(keras.callbacks.Callback):
@@ -86,7 +75,3 @@ def run(folder):
     restarted = training.run(config_for("mirrored"), os.path.join(folder, "mirrored"))
     report["mirrored"]["restart_history_equal"] = restarted.metrics["history"] == result_for_mirrored["history"]
     return report
-
-
-if __name__ == "__main__":
-    print(json.dumps(run(sys.argv[1])))
