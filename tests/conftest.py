@@ -2,11 +2,9 @@
 and a small CIFAR-10 copy written by the tests.
 
 The library tests of losses, models, augment and training, and the benchmark tests, also run on
-the JAX backend (``make test`` runs that pass): ``KERAS_BACKEND=jax python -m pytest -n 2 -m "not
-tensorflow_only and not backend_independent and not jax_redundant" tests/test_losses.py
-tests/test_models.py tests/test_augment.py tests/test_training.py tests/test_benchmarks.py
-tests/test_hybrid_and_momentum.py``. Three markers leave a test out of that pass (deselected,
-never skipped); each still runs in the TensorFlow pass:
+the JAX backend: ``make test`` runs that pass (the files and the ``-m`` expression are the
+Makefile's ``JAX_TESTS`` and ``JAX_LEAVES_OUT``). Three markers leave a test out of that pass
+(deselected, never skipped); each still runs in the TensorFlow pass:
 
 * ``tensorflow_only``: about TensorFlow itself (tf.distribute, tf.function's dynamic shapes, ...);
 * ``backend_independent``: checks nothing that depends on the backend (settings and argument
