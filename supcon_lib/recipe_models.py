@@ -135,6 +135,12 @@ def contrastive_loss(config):
     return losses.SupConLoss(config.temperature, config.formulation, use_labels=config.loss == "supcon")
 
 
+def _accuracy():
+    """The "accuracy" metric as an object: made here, its variables exist before the first traced
+    step (the string makes Keras create them inside it, and ``tf.function`` then traces twice)."""
+    return keras.metrics.SparseCategoricalAccuracy(name="accuracy")
+
+
 def build_compiled_model(config, train_images, num_classes, steps_per_epoch, jit_compile):
     """The model of ``config.method`` compiled as ``training.run`` compiles it (call it inside the
     strategy's scope, if any); returns (model, encoder, pipeline)."""
@@ -142,7 +148,7 @@ def build_compiled_model(config, train_images, num_classes, steps_per_epoch, jit
     if config.method == "ce":
         model, encoder, pipeline = build_ce_model(config, train_images, num_classes)
         model.compile(optimizer=optimizer, loss=losses.SparseCrossEntropy(config.label_smoothing),
-                      metrics=["accuracy"], jit_compile=jit_compile)
+                      metrics=[_accuracy()], jit_compile=jit_compile)
     elif config.method == "hybrid":
         model, encoder, pipeline = build_hybrid_model(config, train_images, num_classes)
         model.compile(optimizer=optimizer, jit_compile=jit_compile,

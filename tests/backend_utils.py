@@ -11,6 +11,7 @@ backend's own framework lazily, so a JAX run never needs TensorFlow's autodiff a
 
 from __future__ import annotations
 
+import contextlib
 from typing import Callable, Sequence
 
 import keras
@@ -113,3 +114,23 @@ def xla_compile(fn: Callable) -> Callable:
 
         return jax.jit(fn)
     raise _unsupported()
+
+
+@contextlib.contextmanager
+def variables_created_while_tracing():
+    """Collect the names of variables created inside a traced function (TensorFlow; on JAX the
+    list stays empty). Each one makes ``tf.function`` trace that function twice, and XLA compile
+    it twice: a training step must find its optimizer slots and metrics already made."""
+    created = []
+    if BACKEND != "tensorflow":
+        yield created
+        return
+    import tensorflow as tf
+
+    def creator(next_creator, **kwargs):
+        if tf.inside_function():
+            created.append(kwargs.get("name"))
+        return next_creator(**kwargs)
+
+    with tf.variable_creator_scope(creator):
+        yield created

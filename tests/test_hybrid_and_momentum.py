@@ -13,7 +13,7 @@ import keras
 import numpy as np
 import pytest
 
-from backend_utils import gradient, to_numpy
+from backend_utils import gradient, to_numpy, variables_created_while_tracing
 from supcon_lib import losses, momentum, models, run_config, training
 
 
@@ -223,7 +223,9 @@ def digits_arrays():
 def test_hybrid_recipe_learns_and_resumes(tmp_path, digits_arrays):
     config = run_config.RunConfig.from_profile("smoke", "hybrid", epochs=4, **TINY)
     assert config.views == 1 and config.augmentation_kind == "baseline"  # one change against ce: the loss
-    result = training.run(config, tmp_path / "hybrid", arrays=digits_arrays)
+    with variables_created_while_tracing() as created:
+        result = training.run(config, tmp_path / "hybrid", arrays=digits_arrays)
+    assert created == []  # the step traced once (TensorFlow)
     metrics = result.metrics
     loss = metrics["history"]["train"]["loss"]
     assert len(loss) == 4 and loss[-1] < loss[0] - 0.5
@@ -240,7 +242,9 @@ def test_hybrid_recipe_learns_and_resumes(tmp_path, digits_arrays):
 def test_momentum_recipe_learns_and_resumes_exactly(tmp_path, digits_arrays):
     settings = dict(TINY, queue_size=100, epochs=3, probe_epochs=20)
     config = run_config.RunConfig.from_profile("smoke", "supcon", **settings)
-    straight = training.run(config, tmp_path / "straight", arrays=digits_arrays).metrics
+    with variables_created_while_tracing() as created:
+        straight = training.run(config, tmp_path / "straight", arrays=digits_arrays).metrics
+    assert created == []  # both phases' steps traced once (TensorFlow)
     loss = straight["history"]["pretrain"]["loss"]
     assert len(loss) == 3 and straight["queue_size"] == 100
     assert straight["knn_accuracy"] > 0.5 and straight["test_accuracy"] > 0.5

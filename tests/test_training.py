@@ -9,6 +9,7 @@ import keras
 import numpy as np
 import pytest
 
+from backend_utils import variables_created_while_tracing
 from supcon_lib import checkpoint, data, input_pipeline, optim, run_config, runtime, training
 
 # A tiny, fixed slice of the offline digits: big enough to learn, small enough for seconds.
@@ -29,11 +30,14 @@ def ce_run(tmp_path_factory, digits_arrays):
     and test_embeddings_and_predictions_trace_once."""
     run_dir = tmp_path_factory.mktemp("ce_run") / "ce"
     config = run_config.RunConfig.from_profile("smoke", "ce", epochs=6, **TINY)
-    return run_dir, training.run(config, run_dir, arrays=digits_arrays)
+    with variables_created_while_tracing() as created:
+        result = training.run(config, run_dir, arrays=digits_arrays)
+    return run_dir, result, created
 
 
 def test_cross_entropy_baseline_learns(ce_run, digits_arrays):
-    run_dir, result = ce_run
+    run_dir, result, created = ce_run
+    assert created == []  # each traced step made once, not twice (TensorFlow)
     metrics = result.metrics
     assert metrics["method"] == "ce" and metrics["epochs"] == 6
     assert len(metrics["history"]["train"]["loss"]) == 6
@@ -58,7 +62,9 @@ def test_cross_entropy_baseline_learns(ce_run, digits_arrays):
 
 def test_supcon_two_phase_learns(tmp_path, digits_arrays):
     config = run_config.RunConfig.from_profile("smoke", "supcon", epochs=4, probe_epochs=30, **TINY)
-    result = training.run(config, tmp_path / "supcon", arrays=digits_arrays)
+    with variables_created_while_tracing() as created:
+        result = training.run(config, tmp_path / "supcon", arrays=digits_arrays)
+    assert created == []  # both phases' steps traced once (TensorFlow)
     metrics = result.metrics
     pretrain = metrics["history"]["pretrain"]["loss"]
     assert len(pretrain) == 4 and pretrain[-1] < pretrain[0]
@@ -607,7 +613,7 @@ def test_embeddings_and_predictions_trace_once(ce_run, digits_arrays):
     # Every call pads to whole batches of one model: no new trace for other numbers of images
     # (retracing filled the notebooks' outputs with TensorFlow warnings). The trained run of
     # test_cross_entropy_baseline_learns serves: the trace counts are taken here, before and after.
-    _, result = ce_run
+    _, result, _ = ce_run
     x_test = digits_arrays[1][0]
     traces = (result.embedder.predict_function.experimental_get_tracing_count(),
               result.classifier.predict_function.experimental_get_tracing_count())
