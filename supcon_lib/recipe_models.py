@@ -142,7 +142,7 @@ def _accuracy():
 
 
 def build_compiled_model(config, train_images, num_classes, steps_per_epoch, jit_compile):
-    """The model of ``config.method`` compiled as ``training.run`` compiles it (call it inside the
+    """The model of ``config.method`` compiled as ``training.run`` compiles it, its optimizer built (call it inside the
     strategy's scope, if any); returns (model, encoder, pipeline)."""
     optimizer = optim.make_optimizer(config, steps_per_epoch, config.epochs)
     if config.method == "ce":
@@ -160,6 +160,8 @@ def build_compiled_model(config, train_images, num_classes, steps_per_epoch, jit
     else:
         model, encoder, pipeline = build_supcon_model(config, train_images)
         model.compile(optimizer=optimizer, loss=contrastive_loss(config), jit_compile=jit_compile)
+    # Its slots now, not in the first traced step (which tf.function would then trace twice).
+    model.optimizer.build(model.trainable_variables)
     return model, encoder, pipeline
 
 

@@ -89,8 +89,10 @@ def test_compile_modes_runs_both_modes(tiny_arrays):
 
     args = compile_modes.parse_args(["--steps", "1", "--rounds", "2", "--batch-size", "16", "--encoder", "resnet_small"])
     (x_train, y_train), (x_test, y_test), _ = tiny_arrays
+    # One method (each compiles twice, ~7 s a mode on 2 cores): both go through the same code,
+    # and SupCon's two views are what the report has to count.
     report = {"date": "today", "machine": speed.machine(), "steps": 1, "rounds": 2, "methods": {
-        method: compile_modes.bench_method(method, ((x_train, y_train), (x_test, y_test)), args) for method in ("ce", "supcon")}}
+        "supcon": compile_modes.bench_method("supcon", ((x_train, y_train), (x_test, y_test)), args)}}
     for row in report["methods"].values():
         assert set(row["xla"]) == {"on", "off"} and all(len(mode["rounds"]) == 2 for mode in row["xla"].values())
         assert row["speed_up"] == pytest.approx(row["xla"]["off"]["seconds_per_step"] / row["xla"]["on"]["seconds_per_step"])

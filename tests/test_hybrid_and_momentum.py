@@ -283,7 +283,9 @@ def test_settings_of_the_new_recipes_are_checked(settings, message):
     pytest.param("hybrid", {}, "mixed_float16", marks=pytest.mark.jax_redundant(
         "the hybrid recipe on JAX: test_hybrid_recipe_learns_and_resumes; float16 on JAX: "
         "test_training.py::test_gpu_settings_train_on_the_cpu[ce-mixed_float16]")),
-    ("supcon", dict(queue_size=100, probe_epochs=2), "mixed_bfloat16"),
+    pytest.param("supcon", dict(queue_size=100, probe_epochs=2), "mixed_bfloat16", marks=pytest.mark.jax_redundant(
+        "the momentum recipe on JAX: test_momentum_recipe_learns_and_resumes_exactly; bfloat16 on JAX: "
+        "test_training.py::test_gpu_settings_train_on_the_cpu[supcon-mixed_bfloat16]")),
 ])
 def test_gpu_settings_train_the_new_recipes_on_the_cpu(tmp_path, digits_arrays, method, extra, precision):
     """What a GPU reader gets: the step compiled with XLA and mixed precision, forced on the CPU."""

@@ -240,6 +240,8 @@ def _stripes(count: int, seed: int, size: int = 16):
 
 
 @pytest.mark.slow
+@pytest.mark.jax_redundant("resnet_small learns on JAX in every recipe run of the JAX pass "
+                           "(test_training.py, test_hybrid_and_momentum.py)")
 def test_resnet_small_learns_two_synthetic_classes():
     # 16x16 images keep this to a few seconds; the architecture is the same as for 32x32.
     keras.utils.set_random_seed(0)

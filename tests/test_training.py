@@ -3,7 +3,6 @@ both recipes learn, resume is exact, settings are checked."""
 
 import json
 import pathlib
-import time
 
 import keras
 import numpy as np
@@ -84,21 +83,6 @@ def test_supcon_two_phase_learns(tmp_path, digits_arrays):
     np.testing.assert_allclose(keras.ops.convert_to_numpy(reloaded), result.embed(x_test), atol=1e-4)
 
 
-class Interrupt(keras.callbacks.Callback):
-    """Simulates a kill (Colab disconnect) in the middle of the second epoch."""
-
-    def __init__(self):
-        super().__init__()
-        self.epoch = None
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.epoch = epoch
-
-    def on_train_batch_end(self, batch, logs=None):
-        if self.epoch == 1 and batch == 1:
-            raise KeyboardInterrupt("simulated disconnect")
-
-
 class EpochLog(keras.callbacks.Callback):
     def __init__(self):
         super().__init__()
@@ -108,70 +92,27 @@ class EpochLog(keras.callbacks.Callback):
         self.epochs.append(epoch)
 
 
-RESUME = dict(TINY, train_size=100, batch_size=25, epochs=3, probe_epochs=2)
-
-
-@pytest.fixture(scope="module")
-def interrupted_and_resumed(tmp_path_factory, digits_arrays):
-    """SupCon (both phases) run once straight through, and once interrupted in epoch 2 and resumed."""
-    root = tmp_path_factory.mktemp("resume")
-    config = run_config.RunConfig.from_profile("smoke", "supcon", **RESUME)
-    reference = training.run(config, root / "uninterrupted", arrays=digits_arrays)
-    with pytest.raises(KeyboardInterrupt):
-        training.run(config, root / "resumed", callbacks=[Interrupt()], arrays=digits_arrays)
-    marker = json.loads((root / "resumed" / "checkpoints" / "pretrain.json").read_text())
-    metrics_after_interrupt = (root / "resumed" / "metrics.json").exists()
-    log = EpochLog()
-    session_started = time.perf_counter()
-    resumed = training.run(config, root / "resumed", callbacks=[log], arrays=digits_arrays)
-    session_seconds = time.perf_counter() - session_started
-    return dict(config=config, reference=reference, resumed=resumed, marker=marker, log=log,
-                metrics_after_interrupt=metrics_after_interrupt, root=root, session_seconds=session_seconds)
-
-
-# The resume trio checks checkpoints and the run folder, nothing backend-specific: the JAX pass
-# resumes in test_momentum_recipe_learns_and_resumes_exactly, and its data order is checked by
-# test_fit_visits_every_epoch_in_epoch_order.
+# Interruptions and resumes (real kills, each resume compared with an uninterrupted run) are in
+# tests/test_interruptions.py; a finished run started again, and other settings in its folder:
 @pytest.mark.backend_independent
-def test_interrupted_run_resumes_to_the_same_weights(interrupted_and_resumed):
-    run = interrupted_and_resumed
-    assert run["marker"]["epochs_done"] == 1  # the interrupted second epoch was not recorded
-    assert not run["metrics_after_interrupt"]  # metrics.json only exists for finished runs
-    assert run["log"].epochs == [1, 2, 0, 1]  # pretraining epochs 2-3, then both probe epochs: each once
-    resumed, reference = run["resumed"].metrics, run["reference"].metrics
-    assert len(resumed["history"]["pretrain"]["loss"]) == 3
-    np.testing.assert_allclose(resumed["history"]["pretrain"]["loss"], reference["history"]["pretrain"]["loss"], rtol=1e-4)
-    for key in ("feature_alignment", "projection_uniformity"):  # the monitor's epochs survive the interruption
-        np.testing.assert_allclose(resumed["history"]["pretrain"][key], reference["history"]["pretrain"][key], rtol=1e-4)
-    for got, want in zip(run["resumed"].encoder.get_weights(), run["reference"].encoder.get_weights()):
-        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
-    assert abs(resumed["test_accuracy"] - reference["test_accuracy"]) < 0.02
-    # Wall time: this session's (which the call to run() encloses) plus the interrupted session's
-    # completed epoch. Without the second term it would be below the time around the call.
-    earlier = run["marker"]["history"]["seconds"][0]
-    assert resumed["history"]["pretrain"]["seconds"][0] == earlier
-    assert run["session_seconds"] < resumed["train_seconds"] <= run["session_seconds"] + earlier
-
-
-@pytest.mark.backend_independent
-def test_finished_run_started_again_trains_nothing(interrupted_and_resumed, digits_arrays):
-    run = interrupted_and_resumed
+def test_finished_run_started_again_trains_nothing(ce_run, digits_arrays):
+    run_dir, result, _ = ce_run
+    config = run_config.RunConfig.from_profile("smoke", "ce", epochs=6, **TINY)
     log = EpochLog()
-    again = training.run(run["config"], run["root"] / "uninterrupted", callbacks=[log], arrays=digits_arrays)
+    again = training.run(config, run_dir, callbacks=[log], arrays=digits_arrays)
     assert log.epochs == []
-    assert again.metrics["history"] == run["reference"].metrics["history"]
-    assert again.metrics["test_accuracy"] == pytest.approx(run["reference"].metrics["test_accuracy"])
+    assert again.metrics["history"] == result.metrics["history"]
+    assert again.metrics["test_accuracy"] == pytest.approx(result.metrics["test_accuracy"])
     # The monitor only reads the model: turning it off does not make the folder "other settings".
-    quiet = run_config.RunConfig(**{**run["config"].to_dict(), "monitor_geometry": 0})
-    assert training.run(quiet, run["root"] / "uninterrupted", arrays=digits_arrays).metrics["history"] \
-        == run["reference"].metrics["history"]
+    quiet = run_config.RunConfig(**{**config.to_dict(), "monitor_geometry": 0})
+    assert training.run(quiet, run_dir, arrays=digits_arrays).metrics["history"] == result.metrics["history"]
 
 
 @pytest.mark.backend_independent
-def test_other_settings_in_the_same_folder_are_refused(interrupted_and_resumed, digits_arrays):
-    folder = interrupted_and_resumed["root"] / "uninterrupted"
+def test_other_settings_in_the_same_folder_are_refused(ce_run, digits_arrays):
+    folder = ce_run[0]
     before = (folder / "config.json").read_text()
-    other = run_config.RunConfig.from_profile("smoke", "supcon", **dict(RESUME, epochs=4))
+    other = run_config.RunConfig.from_profile("smoke", "ce", **dict(TINY, epochs=7))
     with pytest.raises(ValueError, match="other settings \\(epochs\\)"):
         training.run(other, folder, arrays=digits_arrays)
     assert (folder / "config.json").read_text() == before
