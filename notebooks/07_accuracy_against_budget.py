@@ -202,7 +202,7 @@ assert all(sum(c["knn_accuracy"] - c["test_accuracy"] for c in cells if c["recip
 # a single step, as the shortest `smoke` budget shows.
 
 # %%
-LIVE_BUDGETS = {"smoke": (3.0, 8.0), "cpu": (30.0, 90.0), "gpu": (60.0, 180.0), "full": (60.0, 180.0)}[PROFILE]
+LIVE_BUDGETS = {"smoke": (1.0, 4.0), "cpu": (30.0, 90.0), "gpu": (60.0, 180.0), "full": (60.0, 180.0)}[PROFILE]
 LIVE_RECIPES = {"ce": dict(method="ce"), "hybrid": dict(method="hybrid"), "supcon_2views": dict(method="supcon")}
 first = run_config.RunConfig.from_profile(PROFILE, "ce", verbose=0)
 arrays = training.load_data(first)
