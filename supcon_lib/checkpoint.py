@@ -31,7 +31,6 @@ __all__ = [
     "EpochCheckpointer",
     "RunFolderBusy",
     "RunLock",
-    "build_optimizer",
     "check_run_dir",
     "prepare_run_dir",
     "save_model_atomically",
@@ -113,17 +112,6 @@ def _without_numbering(key):
     return re.sub(r"_\d+(?=[/_#]|$)", "", key)
 
 
-def build_optimizer(model):
-    """Create the optimizer's slots for ``model`` now, under the model's strategy (TensorFlow), if any.
-
-    Keras otherwise creates them inside the first traced training step, and a variable created
-    there makes ``tf.function`` trace the step twice (and, with XLA, compile it twice).
-    """
-    if not model.optimizer.built:
-        with runtime.strategy_scope(getattr(model, "distribute_strategy", None)):
-            model.optimizer.build(model.trainable_variables)
-
-
 class EpochCheckpointer:
     """Saves (variables, epochs done, history) after each epoch of one phase; restores them.
 
@@ -192,6 +180,13 @@ class EpochCheckpointer:
         """
         import zipfile
 
+        # The optimizer's slots are part of what is restored, and they belong to the model's
+        # strategy (TensorFlow), if any. Made here also when there is nothing to restore: Keras
+        # would otherwise make them inside the first traced training step, and a variable made
+        # there makes tf.function trace the step twice (and XLA compile it twice).
+        if not model.optimizer.built:
+            with runtime.strategy_scope(getattr(model, "distribute_strategy", None)):
+                model.optimizer.build(model.trainable_variables)
         state = self._state()
         if state is None:
             self._remove_leftovers(keep=None)
@@ -201,7 +196,6 @@ class EpochCheckpointer:
                 saved = {key: stored[key] for key in stored.files}  # in the order they were written
         except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
             raise self._refuse(f"its variables file {state['file']} is unreadable ({type(exc).__name__}: {exc})") from None
-        build_optimizer(model)
         variables = _state_variables(model)
         keys = _checkpoint_keys(variables)
         saved_keys = list(saved)

@@ -26,6 +26,7 @@ from supcon_lib import augment, losses, models, momentum, optim
 __all__ = [
     "MergeViews",
     "SplitViews",
+    "accuracy_metric",
     "build_ce_model",
     "build_compiled_model",
     "build_hybrid_model",
@@ -135,20 +136,21 @@ def contrastive_loss(config):
     return losses.SupConLoss(config.temperature, config.formulation, use_labels=config.loss == "supcon")
 
 
-def _accuracy():
+def accuracy_metric():
     """The "accuracy" metric as an object: made here, its variables exist before the first traced
-    step (the string makes Keras create them inside it, and ``tf.function`` then traces twice)."""
+    step (the string ``"accuracy"`` makes Keras create them inside it, and ``tf.function`` then
+    traces the step twice)."""
     return keras.metrics.SparseCategoricalAccuracy(name="accuracy")
 
 
 def build_compiled_model(config, train_images, num_classes, steps_per_epoch, jit_compile):
-    """The model of ``config.method`` compiled as ``training.run`` compiles it, its optimizer built (call it inside the
-    strategy's scope, if any); returns (model, encoder, pipeline)."""
+    """The model of ``config.method`` compiled as ``training.run`` compiles it, its optimizer built
+    (call it inside the strategy's scope, if any); returns (model, encoder, pipeline)."""
     optimizer = optim.make_optimizer(config, steps_per_epoch, config.epochs)
     if config.method == "ce":
         model, encoder, pipeline = build_ce_model(config, train_images, num_classes)
         model.compile(optimizer=optimizer, loss=losses.SparseCrossEntropy(config.label_smoothing),
-                      metrics=[_accuracy()], jit_compile=jit_compile)
+                      metrics=[accuracy_metric()], jit_compile=jit_compile)
     elif config.method == "hybrid":
         model, encoder, pipeline = build_hybrid_model(config, train_images, num_classes)
         model.compile(optimizer=optimizer, jit_compile=jit_compile,
@@ -160,7 +162,8 @@ def build_compiled_model(config, train_images, num_classes, steps_per_epoch, jit
     else:
         model, encoder, pipeline = build_supcon_model(config, train_images)
         model.compile(optimizer=optimizer, loss=contrastive_loss(config), jit_compile=jit_compile)
-    # Its slots now, not in the first traced step (which tf.function would then trace twice).
+    # Its slots now, in the caller's strategy scope: made in the first traced step, they would
+    # make tf.function trace (and XLA compile) that step twice.
     model.optimizer.build(model.trainable_variables)
     return model, encoder, pipeline
 

@@ -39,7 +39,7 @@ import numpy as np
 from supcon_lib import callbacks as callbacks_module, checkpoint, data, evaluation, models
 from supcon_lib.checkpoint import EpochCheckpointer
 from supcon_lib.input_pipeline import make_dataset, num_rows
-from supcon_lib.recipe_models import build_compiled_model, inference_model
+from supcon_lib.recipe_models import accuracy_metric, build_compiled_model, inference_model
 from supcon_lib.run_config import RunConfig
 from supcon_lib.runtime import select_jit, select_precision, select_strategy, strategy_scope
 
@@ -189,7 +189,7 @@ def _train_probe(config, train_embeddings, train_labels, num_classes, run_dir, s
         schedule = keras.optimizers.schedules.CosineDecay(config.probe_learning_rate, steps * config.probe_epochs)
         classifier.compile(optimizer=keras.optimizers.Adam(schedule),
                            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                           metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")])  # see recipe_models._accuracy
+                           metrics=[accuracy_metric()])
     history = fit_epochs(classifier, train_embeddings, train_labels, batch_size, config.seed + 1,
                          config.probe_epochs, run_dir, "probe", callbacks,
                          0 if config.verbose == "auto" else config.verbose)
@@ -223,7 +223,6 @@ def fit_epochs(model, inputs, labels, batch_size, seed, epochs, run_dir, phase, 
     if verbose == "auto":
         verbose = "auto" if sys.stdout.isatty() else 2
     checkpointer = EpochCheckpointer(run_dir, phase)
-    checkpoint.build_optimizer(model)  # before the first step, so that it is traced once
     done, history = checkpointer.load(model)
     if done:
         print(f"[{phase}] {done} of {epochs} epochs already done (from {checkpointer.marker})")
