@@ -23,12 +23,15 @@ def digits_arrays():
     return training.load_data(config)
 
 
+CE_SETTINGS = dict(TINY, epochs=6)
+
+
 @pytest.fixture(scope="module")
 def ce_run(tmp_path_factory, digits_arrays):
-    """The run of test_cross_entropy_baseline_learns (its folder and result), trained once for it
-    and test_embeddings_and_predictions_trace_once."""
+    """One cross-entropy run of CE_SETTINGS, trained once for the tests that read it: its folder,
+    its result, and the variables made while a step was traced (there should be none)."""
     run_dir = tmp_path_factory.mktemp("ce_run") / "ce"
-    config = run_config.RunConfig.from_profile("smoke", "ce", epochs=6, **TINY)
+    config = run_config.RunConfig.from_profile("smoke", "ce", **CE_SETTINGS)
     with variables_created_while_tracing() as created:
         result = training.run(config, run_dir, arrays=digits_arrays)
     return run_dir, result, created
@@ -97,7 +100,7 @@ class EpochLog(keras.callbacks.Callback):
 @pytest.mark.backend_independent
 def test_finished_run_started_again_trains_nothing(ce_run, digits_arrays):
     run_dir, result, _ = ce_run
-    config = run_config.RunConfig.from_profile("smoke", "ce", epochs=6, **TINY)
+    config = run_config.RunConfig.from_profile("smoke", "ce", **CE_SETTINGS)
     log = EpochLog()
     again = training.run(config, run_dir, callbacks=[log], arrays=digits_arrays)
     assert log.epochs == []
@@ -112,7 +115,7 @@ def test_finished_run_started_again_trains_nothing(ce_run, digits_arrays):
 def test_other_settings_in_the_same_folder_are_refused(ce_run, digits_arrays):
     folder = ce_run[0]
     before = (folder / "config.json").read_text()
-    other = run_config.RunConfig.from_profile("smoke", "ce", **dict(TINY, epochs=7))
+    other = run_config.RunConfig.from_profile("smoke", "ce", **dict(CE_SETTINGS, epochs=7))
     with pytest.raises(ValueError, match="other settings \\(epochs\\)"):
         training.run(other, folder, arrays=digits_arrays)
     assert (folder / "config.json").read_text() == before
