@@ -29,22 +29,22 @@ demo: setup
 # made once, not once per worker), the heaviest modules first so that the light ones fill in at
 # the end; then the notebooks, from scratch in build/test-runs, in two streams run side by side:
 # the notebooks that share run folders (04 and 05 train what 06 and 08 reuse) in their order, with
-# 02, and those that read no other notebook's runs (NB_APART, about as long together; 09 keeps
-# folders of its own; tests/test_notebooks.py checks); then the backend-specific tests again on
+# 01 and 02, and those that read no other notebook's runs (NB_APART, about as long together; 09
+# keeps folders of its own; tests/test_notebooks.py checks); then the backend-specific tests again on
 # Keras' JAX backend (what it leaves out, and why: the markers on the tests, tests/conftest.py).
 TF_FIRST := tests/test_training.py tests/test_interruptions.py tests/test_hybrid_and_momentum.py \
 	tests/test_benchmarks.py tests/test_losses.py tests/test_budget.py
 JAX_TESTS := tests/test_hybrid_and_momentum.py tests/test_training.py tests/test_losses.py tests/test_augment.py \
 	tests/test_models.py tests/test_benchmarks.py
 JAX_LEAVES_OUT := not tensorflow_only and not backend_independent and not jax_redundant
-NB_APART := notebooks/01_data_and_augmentation.ipynb notebooks/03_supcon_loss_derivation.ipynb \
-	notebooks/07_accuracy_against_budget.ipynb \
+TF_LEAVES_OUT := not tensorflow_redundant
+NB_APART := notebooks/03_supcon_loss_derivation.ipynb notebooks/07_accuracy_against_budget.ipynb \
 	notebooks/09_ablations.ipynb
 NB_CHAINED := $(filter-out $(NB_APART),$(sort $(wildcard notebooks/[0-9]*.ipynb)))
 NBMAKE := SUPCON_PROFILE=smoke SUPCON_RUNS_DIR=$(CURDIR)/build/test-runs $(BIN)/python -m pytest -p no:cacheprovider --nbmake
 
 test: setup
-	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadscope $(TF_FIRST) tests
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadscope -m "$(TF_LEAVES_OUT)" $(TF_FIRST) tests
 	rm -rf build/test-runs
 	$(MAKE) --no-print-directory -j 2 --output-sync=target test-notebooks-chained test-notebooks-apart
 	KERAS_BACKEND=jax $(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadscope -m "$(JAX_LEAVES_OUT)" $(JAX_TESTS)

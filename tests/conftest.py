@@ -11,6 +11,10 @@ Makefile's ``JAX_TESTS`` and ``JAX_LEAVES_OUT``). Three markers leave a test out
   validation, checkpoint and run-folder I/O, reports);
 * ``jax_redundant``: what it runs on JAX another test of the JAX pass already runs (the JAX pass
   keeps the numerics, the compiled paths and one short training per recipe).
+
+And one the other way round: ``tensorflow_redundant`` leaves a test out of the TensorFlow pass
+(Makefile ``TF_LEAVES_OUT``) where other tests of that pass already run what it runs on
+TensorFlow, and it runs in the JAX pass only.
 """
 
 import os
@@ -51,6 +55,11 @@ def pytest_configure(config):
         "markers",
         "jax_redundant(reason): on JAX it would repeat what another test of the JAX pass runs "
         "(the reason names it); deselected in the JAX pass",
+    )
+    config.addinivalue_line(
+        "markers",
+        "tensorflow_redundant(reason): on TensorFlow it would repeat what another test of the "
+        "TensorFlow pass runs (the reason names it); runs in the JAX pass only",
     )
 
 

@@ -259,7 +259,10 @@ def test_device_choices(monkeypatch):
     ("ce", "mixed_float16"),
     pytest.param("supcon", "mixed_float16", marks=pytest.mark.jax_redundant(
         "float16 on JAX: [ce-mixed_float16]; SupCon under mixed precision: [supcon-mixed_bfloat16]")),
-    ("supcon", "mixed_bfloat16"),
+    pytest.param("supcon", "mixed_bfloat16", marks=pytest.mark.tensorflow_redundant(
+        "bfloat16 with XLA on TensorFlow: test_hybrid_and_momentum.py::test_gpu_settings_train_the_new_recipes_"
+        "on_the_cpu[supcon-extra1-mixed_bfloat16] (SupCon's loss and augmentation, and a queue); SupCon's own "
+        "step with XLA and mixed precision: [supcon-mixed_float16]")),
 ])
 def test_gpu_settings_train_on_the_cpu(tmp_path, digits_arrays, method, precision):
     # What a GPU reader runs (XLA on, mixed precision: float16 on a T4, bfloat16 from the A100 on),
