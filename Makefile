@@ -25,13 +25,14 @@ demo: setup
 	rm -rf build/runs build/figures  # from scratch: runs of other settings (an older version) are refused
 	$(BIN)/python tools/run_notebooks.py --out build/notebooks
 
-# Library tests in parallel, each module on one worker (--dist loadscope: a module-scoped run is
-# made once, not once per worker), the heaviest modules first so that the light ones fill in at
-# the end; then the notebooks, from scratch in build/test-runs, in two streams run side by side:
-# the notebooks that share run folders (04 and 05 train what 06 and 08 reuse) in their order, with
-# 01 and 02, and those that read no other notebook's runs (NB_APART, about as long together; 09
-# keeps folders of its own; tests/test_notebooks.py checks); then the backend-specific tests again on
-# Keras' JAX backend (what it leaves out, and why: the markers on the tests, tests/conftest.py).
+# Library tests in parallel (all but TF_LEAVES_OUT, which the JAX pass alone runs), each module
+# on one worker (--dist loadscope: a module-scoped run is made once, not once per worker), the
+# heaviest modules first so that the light ones fill in at the end; then the notebooks, from
+# scratch in build/test-runs, in two streams run side by side: the notebooks that share run
+# folders (04 and 05 train what 06 and 08 reuse) in their order, with 01 and 02, and those that
+# read no other notebook's runs (NB_APART, about as long together; 09 keeps folders of its own;
+# tests/test_notebooks.py checks); then the backend-specific tests again on Keras' JAX backend
+# (what each pass leaves out, and why: the markers on the tests, tests/conftest.py).
 TF_FIRST := tests/test_training.py tests/test_interruptions.py tests/test_hybrid_and_momentum.py \
 	tests/test_benchmarks.py tests/test_losses.py tests/test_budget.py
 JAX_TESTS := tests/test_hybrid_and_momentum.py tests/test_training.py tests/test_losses.py tests/test_augment.py \

@@ -162,8 +162,8 @@ def test_hybrid_loss_refuses_bad_settings():
 # ------------------------------------------------------------------------------------------------
 def _small_momentum_model(queue_size=8, key_momentum=0.5):
     pipeline = keras.Sequential([keras.layers.Rescaling(1 / 255)])
-    # Any encoder will do for the update rule; a small one keeps eager JAX (every operation
-    # compiled at its first use) at a second instead of 15 (resnet_small).
+    # Any encoder will do for the update rule; a small one halves the test on eager JAX, which
+    # compiles every operation at its first use (15 s with resnet_small).
     encoder = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(8, 3), keras.layers.BatchNormalization(),
                                 keras.layers.ReLU(), keras.layers.GlobalAveragePooling2D()], name="encoder")
     head = models.build_projection_head("linear", 8, 4)
