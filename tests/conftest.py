@@ -21,17 +21,6 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
-    # pytest-xdist workers share the machine's cores: each TensorFlow process (a worker, and the
-    # processes its tests start, which inherit this) gets its share of them as its thread pools.
-    # By default each pool is as large as the machine, and on 2 cores two workers' spinning
-    # threads take turns with each other's work: the TensorFlow pass of `make test` took 293 s
-    # and 487 CPU-s with them, 252 s and 429 CPU-s with one thread each (measured back to back
-    # on 2 cores, 2026-11-29). Results do not change: these runs train on one CPU either way.
-    _share = str(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
-    os.environ.setdefault("TF_NUM_INTRAOP_THREADS", _share)
-    os.environ.setdefault("TF_NUM_INTEROP_THREADS", _share)
-
 if os.environ.get("KERAS_BACKEND") == "jax" and "xla_backend_optimization_level" not in os.environ.get(
     "XLA_FLAGS", ""
 ):
