@@ -82,7 +82,7 @@ def machine():
 
 
 def summarise(metrics):
-    phase = "train" if metrics["method"] == "ce" else "pretrain"
+    phase = "pretrain" if "pretrain" in metrics["history"] else "train"  # ce and hybrid train in one phase
     seconds = metrics["history"][phase]["seconds"]
     steady = seconds[1:] or seconds  # the first epoch includes XLA's compilation
     epoch_seconds = float(np.median(steady))

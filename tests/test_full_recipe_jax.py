@@ -52,3 +52,35 @@ def test_bad_data_is_reported_and_nothing_is_written(tmp_path):
     result = run_script("--data", tmp_path / "junk.npz", "--runs-dir", runs, "--out", out)
     assert result.returncode == 2 and "not a packed CIFAR-10 file" in result.stderr
     assert not out.exists() and not runs.exists()
+
+
+def load_script_module(monkeypatch):
+    """The script as a module (its ``main`` is not run). It refuses a backend other than JAX at
+    import, so the variable is set for the import alone; Keras is already imported here."""
+    import importlib.util
+
+    monkeypatch.setenv("KERAS_BACKEND", "jax")
+    monkeypatch.setattr(sys, "path", list(sys.path))  # the script puts benchmarks/ on the path
+    spec = importlib.util.spec_from_file_location("full_recipe_jax", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_each_method_is_summarised_from_its_own_phases(monkeypatch):
+    # ce and hybrid train in one phase ("train"); supcon pre-trains, then probes. The summary
+    # reads the training phase's epoch times, the first (XLA's compilation) reported apart.
+    script = load_script_module(monkeypatch)
+    common = dict(encoder="resnet18", epochs=3, batch_size=100, views=2, train_size=1050, test_size=200,
+                  train_seconds=9.0, test_accuracy=0.5, knn_accuracy=0.4, precision="bfloat16", backend="jax")
+    one_phase = {"train": {"seconds": [30.0, 2.0, 4.0]}}
+    runs = {"ce": dict(common, method="ce", probe_epochs=None, history=one_phase),
+            "hybrid": dict(common, method="hybrid", probe_epochs=None, history=one_phase),
+            "supcon": dict(common, method="supcon", probe_epochs=2,
+                           history={"pretrain": {"seconds": [40.0, 5.0, 7.0]}, "probe": {"seconds": [1.0, 1.0]}})}
+    rows = {method: script.summarise(metrics) for method, metrics in runs.items()}
+    for method, (first, median) in {"ce": (30.0, 3.0), "hybrid": (30.0, 3.0), "supcon": (40.0, 6.0)}.items():
+        row = rows[method]
+        assert row["method"] == method and row["first_epoch_seconds"] == first and row["epoch_seconds"] == median
+        assert row["images_per_second"] == 1000 / median  # whole batches only: 10 of 100
+        assert row["seconds_per_50k_epoch"] == median * 50_000 / 1050
