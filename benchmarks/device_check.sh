@@ -12,8 +12,9 @@
 # under $OUT (default build/device): full_recipe_jax.{json,md} (EPOCHS epochs of each method of
 # the full recipe: epoch time, images/s, accuracy) and speed.{json,md} (benchmarks/speed.py with
 # a BUDGET-second wall-clock budget per recipe), plus both logs. The defaults are meant to end
-# within 10 minutes on an H200 (an estimate: not yet run there); the whole 500-epoch recipe
-# needs a longer session.
+# within 10 minutes on an H200 (on 2026-11-30 all of the gpu profile's epochs, not EPOCHS, took
+# about 2.5 minutes there for the three methods; speed.py did not end within 165 s, so give it more); the whole 500-epoch recipe needs a
+# longer session.
 set -euo pipefail
 out=${OUT:-build/device}
 data=${DATA:-.data/cifar10.npz}
@@ -24,7 +25,8 @@ if [[ -d .whl ]]; then
 fi
 export KERAS_BACKEND=jax PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$out/gpu.txt" || true
-# The gpu profile (the notebooks' default on a GPU; its T4 time is an estimate until measured):
+# The gpu profile (the notebooks' default on a GPU; its T4 time is an estimate;
+# an H200 ran it on the 10k subset on 2026-11-30: README, Performance):
 # EPOCHS epochs of each method give the epoch time to scale by the profile's epochs.
 python3 benchmarks/full_recipe_jax.py --profile gpu --data "$data" --epochs "${EPOCHS:-15}" --probe-epochs 20 \
     --runs-dir /tmp/supcon-runs --out "$out" 2>&1 | tee "$out/full_recipe.log"
