@@ -8,12 +8,12 @@ import keras
 import numpy as np
 import pytest
 
-from backend_utils import variables_created_while_tracing
+from backend_utils import BACKEND, variables_created_while_tracing
 from supcon_lib import checkpoint, data, input_pipeline, optim, run_config, runtime, training
 
 # A tiny, fixed slice of the offline digits: big enough to learn, small enough for seconds.
 # float32 whatever the device: on a GPU, "auto" would pick mixed precision and loosen what the
-# resume tests compare (the GPU settings have tests of their own below).
+# resume tests compare (the learning runs below force the GPU settings on purpose).
 TINY = dict(train_size=300, test_size=100, batch_size=50, encoder="resnet_small", seed=0, verbose=0, precision="float32")
 
 
@@ -23,7 +23,25 @@ def digits_arrays():
     return training.load_data(config)
 
 
-CE_SETTINGS = dict(TINY, epochs=6)
+# What a GPU reader runs: XLA on and mixed precision (float16 on a T4, bfloat16 from the A100 on),
+# forced on the CPU, where XLA refuses the same operations as on a GPU (before the augmentation was
+# written with gathers, both recipes failed here at their first step). The learning runs below use
+# them: on TensorFlow float16 with XLA for both recipes; on JAX, which always compiles, float16
+# for cross-entropy, while SupCon's learning run stays float32 (its reload check below compares to
+# 1e-4, finer than bfloat16 rounds) and bfloat16 SupCon has a run of its own
+# (test_supcon_trains_in_bfloat16_on_jax). The CPU's own default (float32, and XLA off on
+# TensorFlow) trains in test_interruptions.py (SupCon from the command line, both phases
+# judged), test_budget.py and test_benchmarks.py (cross-entropy), test_hybrid_and_momentum.py
+# (the momentum recipe; the hybrid on JAX) and the notebooks.
+GPU_SETTINGS = {"ce": dict(jit_compile="on", precision="mixed_float16"),
+                "supcon": dict(jit_compile="on", precision="mixed_float16") if BACKEND == "tensorflow" else {}}
+CE_SETTINGS = dict(TINY, epochs=6, **GPU_SETTINGS["ce"])
+
+
+def assert_gpu_settings_were_used(metrics, method):
+    if GPU_SETTINGS[method]:
+        assert metrics["jit_compile"] is True and metrics["precision"] == GPU_SETTINGS[method]["precision"]
+    assert keras.config.dtype_policy().name == "float32"  # the run restores the global policy
 
 
 @pytest.fixture(scope="module")
@@ -41,8 +59,9 @@ def test_cross_entropy_baseline_learns(ce_run, digits_arrays):
     run_dir, result, created = ce_run
     assert created == []  # each traced step made once, not twice (TensorFlow)
     metrics = result.metrics
+    assert_gpu_settings_were_used(metrics, "ce")
     assert metrics["method"] == "ce" and metrics["epochs"] == 6
-    assert len(metrics["history"]["train"]["loss"]) == 6
+    assert len(metrics["history"]["train"]["loss"]) == 6 and np.all(np.isfinite(metrics["history"]["train"]["loss"]))
     assert metrics["history"]["train"]["loss"][-1] < metrics["history"]["train"]["loss"][0]
     assert metrics["test_accuracy"] > 0.5  # chance is 0.1
     assert metrics["knn_accuracy"] > 0.5
@@ -63,13 +82,15 @@ def test_cross_entropy_baseline_learns(ce_run, digits_arrays):
 
 
 def test_supcon_two_phase_learns(tmp_path, digits_arrays):
-    config = run_config.RunConfig.from_profile("smoke", "supcon", epochs=4, probe_epochs=30, **TINY)
+    config = run_config.RunConfig.from_profile("smoke", "supcon", epochs=4, probe_epochs=30,
+                                               **dict(TINY, **GPU_SETTINGS["supcon"]))
     with variables_created_while_tracing() as created:
         result = training.run(config, tmp_path / "supcon", arrays=digits_arrays)
     assert created == []  # both phases' steps traced once (TensorFlow)
     metrics = result.metrics
+    assert_gpu_settings_were_used(metrics, "supcon")
     pretrain = metrics["history"]["pretrain"]["loss"]
-    assert len(pretrain) == 4 and pretrain[-1] < pretrain[0]
+    assert len(pretrain) == 4 and np.all(np.isfinite(pretrain)) and pretrain[-1] < pretrain[0]
     assert len(metrics["history"]["probe"]["loss"]) == 30
     assert metrics["test_accuracy"] > 0.5 and metrics["knn_accuracy"] > 0.5
     for key in ("feature_alignment", "feature_uniformity", "projection_alignment", "projection_uniformity"):
@@ -84,6 +105,22 @@ def test_supcon_two_phase_learns(tmp_path, digits_arrays):
     x_test = digits_arrays[1][0][:16]
     reloaded = encoder(pipeline(x_test, training=False), training=False)
     np.testing.assert_allclose(keras.ops.convert_to_numpy(reloaded), result.embed(x_test), atol=1e-4)
+
+
+@pytest.mark.tensorflow_redundant("bfloat16 with XLA on TensorFlow: test_hybrid_and_momentum.py::test_gpu_settings_"
+                                   "train_the_new_recipes_on_the_cpu[supcon-extra1-mixed_bfloat16] (SupCon's loss and "
+                                   "augmentation, and a queue); SupCon's own step with XLA and mixed precision: "
+                                   "test_supcon_two_phase_learns")
+def test_supcon_trains_in_bfloat16_on_jax(tmp_path, digits_arrays):
+    (x_train, y_train), test, class_names = digits_arrays
+    config = run_config.RunConfig.from_profile("smoke", "supcon", **dict(
+        TINY, train_size=100, batch_size=25, epochs=2, probe_epochs=2, precision="mixed_bfloat16"))
+    metrics = training.run(config, tmp_path / "supcon", arrays=((x_train[:100], y_train[:100]), test, class_names)).metrics
+    assert metrics["jit_compile"] is True and metrics["precision"] == "mixed_bfloat16"
+    losses = metrics["history"]["pretrain"]["loss"]
+    assert len(losses) == 2 and np.all(np.isfinite(losses))
+    assert losses[1] < losses[0]  # 8 steps: the loss falls
+    assert keras.config.dtype_policy().name == "float32"  # the run restores the global policy
 
 
 class EpochLog(keras.callbacks.Callback):
@@ -253,29 +290,6 @@ def test_device_choices(monkeypatch):
         assert runtime.select_jit() is (keras.backend.backend() == "jax" or kind != "cpu")
     assert runtime.select_precision("float32") == "float32"
     assert runtime.select_jit("on") is True and runtime.select_jit("off") is False
-
-
-@pytest.mark.parametrize("method, precision", [
-    ("ce", "mixed_float16"),
-    pytest.param("supcon", "mixed_float16", marks=pytest.mark.jax_redundant(
-        "float16 on JAX: [ce-mixed_float16]; SupCon under mixed precision: [supcon-mixed_bfloat16]")),
-    pytest.param("supcon", "mixed_bfloat16", marks=pytest.mark.tensorflow_redundant(
-        "bfloat16 with XLA on TensorFlow: test_hybrid_and_momentum.py::test_gpu_settings_train_the_new_recipes_"
-        "on_the_cpu[supcon-extra1-mixed_bfloat16] (SupCon's loss and augmentation, and a queue); SupCon's own "
-        "step with XLA and mixed precision: [supcon-mixed_float16]")),
-])
-def test_gpu_settings_train_on_the_cpu(tmp_path, digits_arrays, method, precision):
-    # What a GPU reader runs (XLA on, mixed precision: float16 on a T4, bfloat16 from the A100 on),
-    # forced on the CPU, where XLA refuses the same operations as on a GPU. Before the augmentation
-    # was written with gathers, both recipes failed here at their first step.
-    config = run_config.RunConfig.from_profile("smoke", method, **dict(
-        TINY, train_size=100, batch_size=25, epochs=2, probe_epochs=2, jit_compile="on", precision=precision))
-    metrics = training.run(config, tmp_path / method, arrays=digits_arrays).metrics
-    assert metrics["jit_compile"] is True and metrics["precision"] == precision
-    losses = metrics["history"]["train" if method == "ce" else "pretrain"]["loss"]
-    assert len(losses) == 2 and np.all(np.isfinite(losses))
-    assert losses[1] < losses[0]  # 8 steps: the loss falls
-    assert keras.config.dtype_policy().name == "float32"  # the run restores the global policy
 
 
 @pytest.mark.backend_independent
