@@ -11,7 +11,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 PYTEST_WORKERS ?= 2
 
-.PHONY: setup demo test test-notebooks-chained test-notebooks-apart check-wheel docs sync-notebooks clean
+.PHONY: setup demo test test-notebooks-chained test-notebooks-apart test-notebooks-alone check-wheel docs sync-notebooks clean
 
 setup: $(VENV)/.installed
 
@@ -28,32 +28,40 @@ demo: setup
 # Library tests in parallel (all but TF_LEAVES_OUT, which the JAX pass alone runs), each module
 # on one worker (--dist loadscope: a module-scoped run is made once, not once per worker), the
 # heaviest modules first so that the light ones fill in at the end; then the notebooks, from
-# scratch in build/test-runs, in two streams run side by side: the notebooks that share run
-# folders (04 and 05 train what 06 and 08 reuse) in their order, with 01 and 02, and those that
-# read no other notebook's runs (NB_APART, about as long together; 09 keeps folders of its own;
-# tests/test_notebooks.py checks); then the backend-specific tests again on Keras' JAX backend
-# (what each pass leaves out, and why: the markers on the tests, tests/conftest.py).
+# scratch in build/test-runs, in three streams run side by side: the notebooks that share run
+# folders (04 and 05 train what 06 and 08 reuse) in their order; those that read no other
+# notebook's runs (NB_APART; 09 keeps folders of its own; tests/test_notebooks.py checks) but
+# NB_ALONE; and NB_ALONE, the longest of them. Three streams on two cores, because the kernels
+# leave the cores idle now and then: the notebooks took 124 and 141 s in three streams against
+# 142 and 148 s in two (2026-11-30, one pair in each order). Then the backend-specific tests
+# again on Keras' JAX backend (what each pass leaves out, and why: the markers on the tests,
+# tests/conftest.py).
 TF_FIRST := tests/test_training.py tests/test_interruptions.py tests/test_hybrid_and_momentum.py \
 	tests/test_benchmarks.py tests/test_losses.py tests/test_budget.py
 JAX_TESTS := tests/test_hybrid_and_momentum.py tests/test_training.py tests/test_losses.py tests/test_augment.py \
 	tests/test_models.py tests/test_benchmarks.py
 JAX_LEAVES_OUT := not tensorflow_only and not backend_independent and not jax_redundant
 TF_LEAVES_OUT := not tensorflow_redundant
-NB_APART := notebooks/03_supcon_loss_derivation.ipynb notebooks/07_accuracy_against_budget.ipynb \
+NB_APART := notebooks/01_data_and_augmentation.ipynb notebooks/02_encoder_and_heads.ipynb \
+	notebooks/03_supcon_loss_derivation.ipynb notebooks/07_accuracy_against_budget.ipynb \
 	notebooks/09_ablations.ipynb
+NB_ALONE := notebooks/07_accuracy_against_budget.ipynb
 NB_CHAINED := $(filter-out $(NB_APART),$(sort $(wildcard notebooks/[0-9]*.ipynb)))
 NBMAKE := SUPCON_PROFILE=smoke SUPCON_RUNS_DIR=$(CURDIR)/build/test-runs $(BIN)/python -m pytest -p no:cacheprovider --nbmake
 
 test: setup
 	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadscope -m "$(TF_LEAVES_OUT)" $(TF_FIRST) tests
 	rm -rf build/test-runs
-	$(MAKE) --no-print-directory -j 2 --output-sync=target test-notebooks-chained test-notebooks-apart
+	$(MAKE) --no-print-directory -j 3 --output-sync=target test-notebooks-chained test-notebooks-apart \
+		test-notebooks-alone
 	KERAS_BACKEND=jax $(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadscope -m "$(JAX_LEAVES_OUT)" $(JAX_TESTS)
 
 test-notebooks-chained: setup
 	$(NBMAKE) $(NB_CHAINED)
 test-notebooks-apart: setup
-	$(NBMAKE) $(NB_APART)
+	$(NBMAKE) $(filter-out $(NB_ALONE),$(NB_APART))
+test-notebooks-alone: setup
+	$(NBMAKE) $(NB_ALONE)
 
 # The wheel, installed on its own (dependencies from PyPI) and used from outside the checkout.
 check-wheel: setup
