@@ -32,8 +32,9 @@ demo: setup
 # folders (04 and 05 train what 06 and 08 reuse) in their order; those that read no other
 # notebook's runs (NB_APART; 09 keeps folders of its own; tests/test_notebooks.py checks) but
 # NB_ALONE; and NB_ALONE, the longest of them. Three streams on two cores, because the kernels
-# leave the cores idle now and then: the notebooks took 124 and 141 s in three streams against
-# 142 and 148 s in two (2026-11-30, one pair in each order). Then the backend-specific tests
+# leave the cores idle now and then: in two back-to-back pairs on 2026-11-30 the notebooks took
+# 148 -> 141 s and 149 -> 134 s, two streams -> three (three second, the slower place on this
+# machine). Then the backend-specific tests
 # again on Keras' JAX backend (what each pass leaves out, and why: the markers on the tests,
 # tests/conftest.py).
 TF_FIRST := tests/test_training.py tests/test_interruptions.py tests/test_hybrid_and_momentum.py \
