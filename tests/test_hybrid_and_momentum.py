@@ -236,7 +236,8 @@ def test_hybrid_recipe_learns_and_resumes(tmp_path, digits_arrays):
     assert created == []  # the step traced once (TensorFlow)
     metrics = result.metrics
     assert metrics["precision"] == HYBRID_SETTINGS.get("precision", "float32")
-    assert metrics["jit_compile"] is True or HYBRID_SETTINGS == {}
+    if HYBRID_SETTINGS:
+        assert metrics["jit_compile"] is True
     assert keras.config.dtype_policy().name == "float32"  # the run restores the global policy
     loss = metrics["history"]["train"]["loss"]
     assert len(loss) == 5 and np.all(np.isfinite(loss)) and loss[-1] < loss[0] - 0.5

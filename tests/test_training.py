@@ -108,9 +108,8 @@ def test_supcon_two_phase_learns(tmp_path, digits_arrays):
 
 
 @pytest.mark.tensorflow_redundant("bfloat16 with XLA on TensorFlow: test_hybrid_and_momentum.py::test_gpu_settings_"
-                                   "train_the_new_recipes_on_the_cpu[supcon-extra1-mixed_bfloat16] (SupCon's loss and "
-                                   "augmentation, and a queue); SupCon's own step with XLA and mixed precision: "
-                                   "test_supcon_two_phase_learns")
+                                   "train_the_momentum_recipe_on_the_cpu (SupCon's loss and augmentation, and a "
+                                   "queue); SupCon's own step with XLA and mixed precision: test_supcon_two_phase_learns")
 def test_supcon_trains_in_bfloat16_on_jax(tmp_path, digits_arrays):
     (x_train, y_train), test, class_names = digits_arrays
     config = run_config.RunConfig.from_profile("smoke", "supcon", **dict(
