@@ -13,8 +13,8 @@
 # the full recipe: epoch time, images/s, accuracy) and speed.{json,md} (benchmarks/speed.py with
 # a BUDGET-second wall-clock budget per recipe), plus both logs. The defaults are meant to end
 # within 10 minutes on an H200 (on 2026-11-30 all of the gpu profile's epochs, not EPOCHS, took
-# about 2.5 minutes there for the three methods; speed.py did not end within 165 s, so give it more); the whole 500-epoch recipe needs a
-# longer session.
+# about 2.5 minutes there for the three methods; speed.py did not end within 165 s, so give it
+# more); the whole 500-epoch recipe needs a longer session.
 set -euo pipefail
 out=${OUT:-build/device}
 data=${DATA:-.data/cifar10.npz}
