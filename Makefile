@@ -34,9 +34,8 @@ demo: setup
 # NB_ALONE; and NB_ALONE, the longest of them. Three streams on two cores, because the kernels
 # leave the cores idle now and then: in two back-to-back pairs on 2026-11-30 the notebooks took
 # 148 -> 141 s and 149 -> 134 s, two streams -> three (three second, the slower place on this
-# machine). Then the backend-specific tests
-# again on Keras' JAX backend (what each pass leaves out, and why: the markers on the tests,
-# tests/conftest.py).
+# machine). Then the backend-specific tests again on Keras' JAX backend (what each pass leaves
+# out, and why: the markers on the tests, tests/conftest.py).
 TF_FIRST := tests/test_training.py tests/test_interruptions.py tests/test_hybrid_and_momentum.py \
 	tests/test_benchmarks.py tests/test_losses.py tests/test_budget.py
 JAX_TESTS := tests/test_hybrid_and_momentum.py tests/test_training.py tests/test_losses.py tests/test_augment.py \

@@ -116,6 +116,20 @@ def xla_compile(fn: Callable) -> Callable:
     raise _unsupported()
 
 
+# What a T4 reader's runs use (XLA on, mixed float16), forced on the CPU by the learning tests.
+FLOAT16_XLA = dict(jit_compile="on", precision="mixed_float16")
+
+
+def assert_trained_with(metrics, settings):
+    """A finished run's metrics show the precision of ``settings`` (float32 where it names none)
+    and, where ``settings`` turns XLA on, a compiled step; and the run restored Keras' global
+    dtype policy."""
+    assert metrics["precision"] == settings.get("precision", "float32")
+    if settings.get("jit_compile") == "on":
+        assert metrics["jit_compile"] is True
+    assert keras.config.dtype_policy().name == "float32"
+
+
 @contextlib.contextmanager
 def variables_created_while_tracing():
     """Collect the names of variables created inside a traced function (TensorFlow; on JAX the

@@ -13,7 +13,7 @@ import keras
 import numpy as np
 import pytest
 
-from backend_utils import gradient, to_numpy, variables_created_while_tracing
+from backend_utils import BACKEND, FLOAT16_XLA, assert_trained_with, gradient, to_numpy, variables_created_while_tracing
 from supcon_lib import losses, momentum, models, run_config, training
 
 
@@ -225,7 +225,7 @@ def digits_arrays():
 
 # On TensorFlow the hybrid learns with what a GPU reader gets, forced on the CPU: XLA and float16
 # (on JAX, float32: float16 on JAX is test_training.py's cross-entropy run).
-HYBRID_SETTINGS = dict(jit_compile="on", precision="mixed_float16") if keras.backend.backend() == "tensorflow" else {}
+HYBRID_SETTINGS = FLOAT16_XLA if BACKEND == "tensorflow" else {}
 
 
 def test_hybrid_recipe_learns_and_resumes(tmp_path, digits_arrays):
@@ -235,10 +235,7 @@ def test_hybrid_recipe_learns_and_resumes(tmp_path, digits_arrays):
         result = training.run(config, tmp_path / "hybrid", arrays=digits_arrays)
     assert created == []  # the step traced once (TensorFlow)
     metrics = result.metrics
-    assert metrics["precision"] == HYBRID_SETTINGS.get("precision", "float32")
-    if HYBRID_SETTINGS:
-        assert metrics["jit_compile"] is True
-    assert keras.config.dtype_policy().name == "float32"  # the run restores the global policy
+    assert_trained_with(metrics, HYBRID_SETTINGS)
     loss = metrics["history"]["train"]["loss"]
     assert len(loss) == 5 and np.all(np.isfinite(loss)) and loss[-1] < loss[0] - 0.5
     assert metrics["loss"] == "cross_entropy+supcon" and metrics["views"] == 1
@@ -299,7 +296,7 @@ def test_gpu_settings_train_the_momentum_recipe_on_the_cpu(tmp_path, digits_arra
     settings = dict(TINY, epochs=2, probe_epochs=2, queue_size=100, jit_compile="on", precision="mixed_bfloat16")
     metrics = training.run(run_config.RunConfig.from_profile("smoke", "supcon", **settings), tmp_path / "momentum",
                            arrays=digits_arrays).metrics
-    assert metrics["jit_compile"] is True and metrics["precision"] == "mixed_bfloat16"
+    assert_trained_with(metrics, settings)
     assert all(np.isfinite(metrics["history"]["pretrain"]["loss"]))
     # (the queue's loss rises while the queue fills with negatives, so learning is read from kNN)
     assert metrics["knn_accuracy"] > 0.3  # chance is 0.1

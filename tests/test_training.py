@@ -8,7 +8,7 @@ import keras
 import numpy as np
 import pytest
 
-from backend_utils import BACKEND, variables_created_while_tracing
+from backend_utils import BACKEND, FLOAT16_XLA, assert_trained_with, variables_created_while_tracing
 from supcon_lib import checkpoint, data, input_pipeline, optim, run_config, runtime, training
 
 # A tiny, fixed slice of the offline digits: big enough to learn, small enough for seconds.
@@ -33,15 +33,8 @@ def digits_arrays():
 # TensorFlow) trains in test_interruptions.py (SupCon from the command line, both phases
 # judged), test_budget.py and test_benchmarks.py (cross-entropy), test_hybrid_and_momentum.py
 # (the momentum recipe; the hybrid on JAX) and the notebooks.
-GPU_SETTINGS = {"ce": dict(jit_compile="on", precision="mixed_float16"),
-                "supcon": dict(jit_compile="on", precision="mixed_float16") if BACKEND == "tensorflow" else {}}
+GPU_SETTINGS = {"ce": FLOAT16_XLA, "supcon": FLOAT16_XLA if BACKEND == "tensorflow" else {}}
 CE_SETTINGS = dict(TINY, epochs=6, **GPU_SETTINGS["ce"])
-
-
-def assert_gpu_settings_were_used(metrics, method):
-    if GPU_SETTINGS[method]:
-        assert metrics["jit_compile"] is True and metrics["precision"] == GPU_SETTINGS[method]["precision"]
-    assert keras.config.dtype_policy().name == "float32"  # the run restores the global policy
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +52,7 @@ def test_cross_entropy_baseline_learns(ce_run, digits_arrays):
     run_dir, result, created = ce_run
     assert created == []  # each traced step made once, not twice (TensorFlow)
     metrics = result.metrics
-    assert_gpu_settings_were_used(metrics, "ce")
+    assert_trained_with(metrics, GPU_SETTINGS["ce"])
     assert metrics["method"] == "ce" and metrics["epochs"] == 6
     assert len(metrics["history"]["train"]["loss"]) == 6 and np.all(np.isfinite(metrics["history"]["train"]["loss"]))
     assert metrics["history"]["train"]["loss"][-1] < metrics["history"]["train"]["loss"][0]
@@ -88,7 +81,7 @@ def test_supcon_two_phase_learns(tmp_path, digits_arrays):
         result = training.run(config, tmp_path / "supcon", arrays=digits_arrays)
     assert created == []  # both phases' steps traced once (TensorFlow)
     metrics = result.metrics
-    assert_gpu_settings_were_used(metrics, "supcon")
+    assert_trained_with(metrics, GPU_SETTINGS["supcon"])
     pretrain = metrics["history"]["pretrain"]["loss"]
     assert len(pretrain) == 4 and np.all(np.isfinite(pretrain)) and pretrain[-1] < pretrain[0]
     assert len(metrics["history"]["probe"]["loss"]) == 30
@@ -115,11 +108,10 @@ def test_supcon_trains_in_bfloat16_on_jax(tmp_path, digits_arrays):
     config = run_config.RunConfig.from_profile("smoke", "supcon", **dict(
         TINY, train_size=100, batch_size=25, epochs=2, probe_epochs=2, precision="mixed_bfloat16"))
     metrics = training.run(config, tmp_path / "supcon", arrays=((x_train[:100], y_train[:100]), test, class_names)).metrics
-    assert metrics["jit_compile"] is True and metrics["precision"] == "mixed_bfloat16"
+    assert_trained_with(metrics, dict(jit_compile="on", precision="mixed_bfloat16"))  # JAX always compiles
     losses = metrics["history"]["pretrain"]["loss"]
     assert len(losses) == 2 and np.all(np.isfinite(losses))
     assert losses[1] < losses[0]  # 8 steps: the loss falls
-    assert keras.config.dtype_policy().name == "float32"  # the run restores the global policy
 
 
 class EpochLog(keras.callbacks.Callback):
