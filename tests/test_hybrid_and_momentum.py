@@ -289,7 +289,7 @@ def test_settings_of_the_new_recipes_are_checked(settings, message):
 
 
 @pytest.mark.jax_redundant("the momentum recipe on JAX: test_momentum_recipe_learns_and_resumes_exactly; bfloat16 "
-                            "on JAX: test_training.py::test_supcon_trains_in_bfloat16_on_jax")
+                            "on JAX: test_training.py::test_supcon_two_phase_learns")
 def test_gpu_settings_train_the_momentum_recipe_on_the_cpu(tmp_path, digits_arrays):
     """What a GPU reader gets: the step compiled with XLA and mixed precision, forced on the CPU
     (the hybrid's learning run above uses them on TensorFlow too)."""

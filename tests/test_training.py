@@ -8,7 +8,7 @@ import keras
 import numpy as np
 import pytest
 
-from backend_utils import BACKEND, FLOAT16_XLA, assert_trained_with, variables_created_while_tracing
+from backend_utils import BACKEND, FLOAT16_XLA, assert_trained_with, to_numpy, variables_created_while_tracing
 from supcon_lib import checkpoint, data, input_pipeline, optim, run_config, runtime, training
 
 # A tiny, fixed slice of the offline digits: big enough to learn, small enough for seconds.
@@ -27,13 +27,12 @@ def digits_arrays():
 # forced on the CPU, where XLA refuses the same operations as on a GPU (before the augmentation was
 # written with gathers, both recipes failed here at their first step). The learning runs below use
 # them: on TensorFlow float16 with XLA for both recipes; on JAX, which always compiles, float16
-# for cross-entropy, while SupCon's learning run stays float32 (its reload check below compares to
-# 1e-4, finer than bfloat16 rounds) and bfloat16 SupCon has a run of its own
-# (test_supcon_trains_in_bfloat16_on_jax). The CPU's own default (float32, and XLA off on
-# TensorFlow) trains in test_interruptions.py (SupCon from the command line, both phases
-# judged), test_budget.py and test_benchmarks.py (cross-entropy), test_hybrid_and_momentum.py
-# (the momentum recipe; the hybrid on JAX) and the notebooks.
-GPU_SETTINGS = {"ce": FLOAT16_XLA, "supcon": FLOAT16_XLA if BACKEND == "tensorflow" else {}}
+# for cross-entropy and bfloat16 for SupCon (what the JAX script picks on an A100 or H200). The
+# CPU's own default (float32, and XLA off on TensorFlow) trains in test_interruptions.py (SupCon
+# from the command line, both phases judged), test_budget.py and test_benchmarks.py
+# (cross-entropy), test_hybrid_and_momentum.py (the momentum recipe) and the notebooks.
+BFLOAT16_XLA = dict(precision="mixed_bfloat16", jit_compile="on")
+GPU_SETTINGS = {"ce": FLOAT16_XLA, "supcon": FLOAT16_XLA if BACKEND == "tensorflow" else BFLOAT16_XLA}
 CE_SETTINGS = dict(TINY, epochs=6, **GPU_SETTINGS["ce"])
 
 
@@ -92,26 +91,19 @@ def test_supcon_two_phase_learns(tmp_path, digits_arrays):
     x_few = digits_arrays[1][0][:8]
     assert result.project(x_few).shape == (8, config.projection_dim)
     np.testing.assert_array_equal(result.predict(x_few), np.argmax(result.logits(x_few), axis=1))
-    # The encoder is frozen in phase 2: its saved weights reproduce the embeddings.
+    # The encoder is frozen in phase 2: the saved weights are the final ones, bit for bit, and
+    # reproduce the embeddings. The reloaded encoder computes in float32 (the policy is restored
+    # after the run); against bfloat16's 8-bit mantissa, embeddings of norm about 2 differ by up
+    # to two of its steps (2 * 2 ** -7 = 0.016, measured 0.0156); float16 keeps 1e-4.
     encoder, pipeline, saved_config = training.load_encoder(tmp_path / "supcon")
     assert saved_config.method == "supcon"
+    assert [w.path for w in encoder.weights] == [w.path for w in result.encoder.weights]
+    for saved, final in zip(encoder.weights, result.encoder.weights):
+        np.testing.assert_array_equal(to_numpy(saved), to_numpy(final), err_msg=saved.path)
     x_test = digits_arrays[1][0][:16]
     reloaded = encoder(pipeline(x_test, training=False), training=False)
-    np.testing.assert_allclose(keras.ops.convert_to_numpy(reloaded), result.embed(x_test), atol=1e-4)
-
-
-@pytest.mark.tensorflow_redundant("bfloat16 with XLA on TensorFlow: test_hybrid_and_momentum.py::test_gpu_settings_"
-                                   "train_the_momentum_recipe_on_the_cpu (SupCon's loss and augmentation, and a "
-                                   "queue); SupCon's own step with XLA and mixed precision: test_supcon_two_phase_learns")
-def test_supcon_trains_in_bfloat16_on_jax(tmp_path, digits_arrays):
-    (x_train, y_train), test, class_names = digits_arrays
-    config = run_config.RunConfig.from_profile("smoke", "supcon", **dict(
-        TINY, train_size=100, batch_size=25, epochs=2, probe_epochs=2, precision="mixed_bfloat16"))
-    metrics = training.run(config, tmp_path / "supcon", arrays=((x_train[:100], y_train[:100]), test, class_names)).metrics
-    assert_trained_with(metrics, dict(jit_compile="on", precision="mixed_bfloat16"))  # JAX always compiles
-    losses = metrics["history"]["pretrain"]["loss"]
-    assert len(losses) == 2 and np.all(np.isfinite(losses))
-    assert losses[1] < losses[0]  # 8 steps: the loss falls
+    tolerance = 0.02 if metrics["precision"] == "mixed_bfloat16" else 1e-4
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(reloaded), result.embed(x_test), atol=tolerance)
 
 
 class EpochLog(keras.callbacks.Callback):
