@@ -116,8 +116,10 @@ def xla_compile(fn: Callable) -> Callable:
     raise _unsupported()
 
 
-# What a T4 reader's runs use (XLA on, mixed float16), forced on the CPU by the learning tests.
+# What a GPU reader's runs use, forced on the CPU by the learning tests: XLA on with mixed float16
+# (a T4) or mixed bfloat16 (an A100 or H200, and what the JAX script picks there).
 FLOAT16_XLA = dict(jit_compile="on", precision="mixed_float16")
+BFLOAT16_XLA = dict(jit_compile="on", precision="mixed_bfloat16")
 
 
 def assert_trained_with(metrics, settings):

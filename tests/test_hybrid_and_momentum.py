@@ -13,7 +13,8 @@ import keras
 import numpy as np
 import pytest
 
-from backend_utils import BACKEND, FLOAT16_XLA, assert_trained_with, gradient, to_numpy, variables_created_while_tracing
+from backend_utils import (BACKEND, BFLOAT16_XLA, FLOAT16_XLA, assert_trained_with, gradient, to_numpy,
+                           variables_created_while_tracing)
 from supcon_lib import losses, momentum, models, run_config, training
 
 
@@ -293,7 +294,7 @@ def test_settings_of_the_new_recipes_are_checked(settings, message):
 def test_gpu_settings_train_the_momentum_recipe_on_the_cpu(tmp_path, digits_arrays):
     """What a GPU reader gets: the step compiled with XLA and mixed precision, forced on the CPU
     (the hybrid's learning run above uses them on TensorFlow too)."""
-    settings = dict(TINY, epochs=2, probe_epochs=2, queue_size=100, jit_compile="on", precision="mixed_bfloat16")
+    settings = dict(TINY, epochs=2, probe_epochs=2, queue_size=100, **BFLOAT16_XLA)
     metrics = training.run(run_config.RunConfig.from_profile("smoke", "supcon", **settings), tmp_path / "momentum",
                            arrays=digits_arrays).metrics
     assert_trained_with(metrics, settings)

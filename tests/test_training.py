@@ -8,7 +8,8 @@ import keras
 import numpy as np
 import pytest
 
-from backend_utils import BACKEND, FLOAT16_XLA, assert_trained_with, to_numpy, variables_created_while_tracing
+from backend_utils import (BACKEND, BFLOAT16_XLA, FLOAT16_XLA, assert_trained_with, to_numpy,
+                           variables_created_while_tracing)
 from supcon_lib import checkpoint, data, input_pipeline, optim, run_config, runtime, training
 
 # A tiny, fixed slice of the offline digits: big enough to learn, small enough for seconds.
@@ -30,8 +31,8 @@ def digits_arrays():
 # for cross-entropy and bfloat16 for SupCon (what the JAX script picks on an A100 or H200). The
 # CPU's own default (float32, and XLA off on TensorFlow) trains in test_interruptions.py (SupCon
 # from the command line, both phases judged), test_budget.py and test_benchmarks.py
-# (cross-entropy), test_hybrid_and_momentum.py (the momentum recipe) and the notebooks.
-BFLOAT16_XLA = dict(precision="mixed_bfloat16", jit_compile="on")
+# (cross-entropy), test_hybrid_and_momentum.py (the momentum recipe; the hybrid on JAX) and the
+# notebooks.
 GPU_SETTINGS = {"ce": FLOAT16_XLA, "supcon": FLOAT16_XLA if BACKEND == "tensorflow" else BFLOAT16_XLA}
 CE_SETTINGS = dict(TINY, epochs=6, **GPU_SETTINGS["ce"])
 
@@ -102,7 +103,7 @@ def test_supcon_two_phase_learns(tmp_path, digits_arrays):
         np.testing.assert_array_equal(to_numpy(saved), to_numpy(final), err_msg=saved.path)
     x_test = digits_arrays[1][0][:16]
     reloaded = encoder(pipeline(x_test, training=False), training=False)
-    tolerance = 0.02 if metrics["precision"] == "mixed_bfloat16" else 1e-4
+    tolerance = 0.02 if metrics["precision"] == BFLOAT16_XLA["precision"] else 1e-4
     np.testing.assert_allclose(keras.ops.convert_to_numpy(reloaded), result.embed(x_test), atol=tolerance)
 
 
